@@ -1,0 +1,1 @@
+"""The client side: the LMDB embedding cache and the budgeted query job."""

@@ -1,0 +1,1 @@
+"""The `vl2v` command line."""

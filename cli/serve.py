@@ -1,0 +1,111 @@
+"""`vl2v serve`: run the teacher vendor service."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from teacher_service.settings import Settings
+
+from . import exit_codes
+
+log = logging.getLogger("vl2v.cli")
+
+
+def _opt(field: str, help: str, *names: str) -> typer.models.OptionInfo:
+    """A flag backed by the Settings field of the same name: same default, same `VL2V_*` variable."""
+    return typer.Option(*names, envvar=f"VL2V_{field.upper()}", help=help, show_default=True)
+
+
+_D = {name: f.default for name, f in Settings.model_fields.items()}
+
+
+def serve(
+    model: Annotated[str, _opt("model", "open_clip model name, or local-dir:FOLDER")] = _D["model"],
+    pretrained: Annotated[str | None, _opt("pretrained", "pretrained tag, checkpoint file or local-dir:FOLDER")] = _D[
+        "pretrained"
+    ],
+    allow_random_weights: Annotated[bool, _opt("allow_random_weights", "serve random weights (tests only)")] = _D[
+        "allow_random_weights"
+    ],
+    served_model_id: Annotated[str | None, _opt("served_model_id", "id clients send as 'model'")] = None,
+    device: Annotated[str, _opt("device", "auto, cpu or cuda")] = _D["device"],
+    precision: Annotated[str, _opt("precision", "fp32; bf16 or fp16 autocast on CUDA")] = _D["precision"],
+    host: Annotated[str, _opt("host", "interface to bind")] = _D["host"],
+    port: Annotated[int, _opt("port", "TCP port")] = _D["port"],
+    state_dir: Annotated[Path, _opt("state_dir", "folder of the durable billing ledger")] = _D["state_dir"],
+    keys_file: Annotated[Path | None, _opt("keys_file", "file of name:key:balance lines (also VL2V_API_KEYS)")] = None,
+    price_per_image: Annotated[float, _opt("price_per_image", "price of one image")] = _D["price_per_image"],
+    price_per_1k_tokens: Annotated[float, _opt("price_per_1k_tokens", "price of 1,000 text tokens")] = _D[
+        "price_per_1k_tokens"
+    ],
+    currency: Annotated[str, _opt("currency", "currency of prices and balances")] = _D["currency"],
+    rate_limit_requests: Annotated[int, _opt("rate_limit_requests", "requests/min per key, 0 = unlimited")] = _D[
+        "rate_limit_requests"
+    ],
+    rate_limit_images: Annotated[int, _opt("rate_limit_images", "images/min per key, 0 = unlimited")] = _D[
+        "rate_limit_images"
+    ],
+    max_inputs: Annotated[int, _opt("max_inputs", "inputs per request")] = _D["max_inputs"],
+    max_request_bytes: Annotated[int, _opt("max_request_bytes", "request body cap (413 above)")] = _D[
+        "max_request_bytes"
+    ],
+    max_image_bytes: Annotated[int, _opt("max_image_bytes", "encoded size cap per image")] = _D["max_image_bytes"],
+    max_image_pixels: Annotated[int, _opt("max_image_pixels", "width x height cap per image")] = _D["max_image_pixels"],
+    max_batch: Annotated[int, _opt("max_batch", "items per model call")] = _D["max_batch"],
+    batch_wait_ms: Annotated[float, _opt("batch_wait_ms", "ms a batch waits to fill")] = _D["batch_wait_ms"],
+    decode_workers: Annotated[int, _opt("decode_workers", "image decoding threads")] = _D["decode_workers"],
+    log_level: Annotated[str, _opt("log_level", "debug, info, warning or error")] = _D["log_level"],
+) -> None:
+    """Serve CLIP embeddings behind a keyed, billed, rate-limited API (the vendor emulator).
+
+    Keys come from VL2V_API_KEYS="alice:sk-alice:10.0,bob:sk-bob:2.5" or --keys-file, never from a flag.
+    """
+    options = {k: v for k, v in locals().items() if v is not None}
+    import uvicorn
+
+    from teacher_service.app import create_app
+    from teacher_service.encoder import resolve_source
+
+    settings = Settings(**options)
+    for name in ("vl2v", "uvicorn"):
+        logging.getLogger(name).setLevel(settings.log_level.upper())
+    # Fail in one line, before binding a port, on anything knowable without loading the model.
+    resolve_source(settings.model, settings.pretrained, settings.allow_random_weights)
+    keys = settings.load_api_keys()
+    if not keys:
+        log.warning("no API keys configured (VL2V_API_KEYS or --keys-file): every request will get 401")
+
+    failed: list[Exception] = []
+    server: uvicorn.Server | None = None
+
+    def stop_on_failure(error: Exception) -> None:
+        failed.append(error)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_failure=stop_on_failure)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "serving %s on http://%s:%d (%d keys, state in %s)",
+        settings.model,
+        settings.host,
+        settings.port,
+        len(keys),
+        settings.state_dir,
+    )
+    server.run()
+    if failed:
+        raise typer.Exit(exit_codes.ERROR)

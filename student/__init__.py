@@ -1,0 +1,1 @@
+"""Offline distillation: datasets, students, methods, trainer and evaluation."""

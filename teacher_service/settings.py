@@ -1,0 +1,117 @@
+"""Service settings: every option is a field here, read from `VL2V_*` environment variables or given directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured API key: the owner's name, the secret, and the balance it starts with."""
+
+    name: str
+    secret: str
+    balance: float
+
+
+def parse_api_keys(text: str, source: str) -> list[ApiKey]:
+    """Parse `name:key:balance` entries separated by commas or newlines; `#` starts a comment.
+
+    The key itself may contain colons: the name is everything before the first one, the balance after the last.
+    """
+    keys = []
+    for lineno, raw in enumerate(text.replace(",", "\n").splitlines(), start=1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        name, _, rest = entry.partition(":")
+        secret, _, balance = rest.rpartition(":")
+        if not name or not secret or not balance:
+            raise ConfigError(f"{source} entry {lineno}: expected 'name:key:balance', got {_redact(entry)!r}")
+        try:
+            amount = float(balance)
+        except ValueError:
+            raise ConfigError(f"{source} entry {lineno} ({name}): balance {balance!r} is not a number") from None
+        if amount < 0:
+            raise ConfigError(f"{source} entry {lineno} ({name}): balance must be >= 0, got {amount}")
+        keys.append(ApiKey(name=name, secret=secret, balance=amount))
+    names = [k.name for k in keys]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: duplicate key names {sorted({n for n in names if names.count(n) > 1})}")
+    return keys
+
+
+def _redact(entry: str) -> str:
+    name, _, rest = entry.partition(":")
+    return f"{name}:***" if rest else "***"
+
+
+class Settings(BaseSettings):
+    """Everything `vl2v serve` can be told. Each field `x` is also the environment variable `VL2V_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="VL2V_", extra="forbid", frozen=True)
+
+    # The model: an open_clip name plus a pretrained tag or checkpoint file, or `local-dir:FOLDER`.
+    model: str = Field("ViT-B-16", description="open_clip model name, or local-dir:FOLDER with config + weights")
+    pretrained: str | None = Field("openai", description="pretrained tag, checkpoint file, or local-dir:FOLDER")
+    served_model_id: str | None = Field(None, description="id clients send as `model` (default: derived)")
+    allow_random_weights: bool = Field(False, description="serve randomly initialised weights (tests only)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16 autocast needs CUDA")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    state_dir: Path = Field(Path("./state"), description="SQLite billing ledger and balances live here")
+
+    # Keys: `name:key:balance` entries, from VL2V_API_KEYS and/or a file with one entry per line.
+    api_keys: str = Field("", repr=False, description="name:key:balance[,name:key:balance...]")
+    keys_file: Path | None = None
+
+    price_per_image: float = Field(0.0001, ge=0)
+    price_per_1k_tokens: float = Field(0.00002, ge=0)
+    currency: str = "USD"
+
+    rate_limit_requests: int = Field(600, ge=0, description="requests per minute per key (0: unlimited)")
+    rate_limit_images: int = Field(60_000, ge=0, description="images per minute per key (0: unlimited)")
+    max_inputs: int = Field(256, ge=1, description="inputs per request")
+    max_request_bytes: int = Field(32 * 2**20, ge=1024)
+    max_image_bytes: int = Field(8 * 2**20, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height; larger images are refused")
+    max_text_chars: int = Field(4096, ge=1)
+
+    max_batch: int = Field(64, ge=1, description="images (or texts) per model call")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    decode_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("pretrained", "served_model_id", "keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.precision != "fp32" and self.device == "cpu":
+            raise ValueError(f"precision {self.precision!r} is autocast on CUDA only; use fp32 with device cpu")
+        if self.keys_file is not None and not self.keys_file.is_file():
+            raise ValueError(f"keys_file {str(self.keys_file)!r} does not exist")
+        return self
+
+    def load_api_keys(self) -> list[ApiKey]:
+        """All configured keys, from `api_keys` and `keys_file` together."""
+        keys = parse_api_keys(self.api_keys, "VL2V_API_KEYS")
+        if self.keys_file is not None:
+            keys += parse_api_keys(self.keys_file.read_text(), str(self.keys_file))
+        names = [k.name for k in keys]
+        if len(set(names)) != len(names):
+            raise ConfigError("a key name appears both in VL2V_API_KEYS and in the keys file")
+        return keys

@@ -1,0 +1,154 @@
+"""Shared fixtures: real images, a tiny open_clip checkpoint, and the service on a real loopback socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import pytest
+import requests
+import torch
+from safetensors.torch import save_file
+
+from teacher_service.app import create_app
+from teacher_service.encoder import register_packaged_configs
+from teacher_service.runtime import EncoderFactory, load_encoder
+from teacher_service.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("VL2V_TEST_DATA", REPO.parent / "shared" / "data"))
+PACS_MINI = DATA / "pacs-mini"
+TINY = "vl2v-tiny"
+KEYS = "alice:sk-alice-secret:10.0,bob:sk-bob-secret:0.0005"
+
+
+@pytest.fixture(scope="session")
+def pacs_mini() -> Path:
+    if not (PACS_MINI / "photo").is_dir():
+        pytest.fail(f"test images not found at {PACS_MINI}; set VL2V_TEST_DATA to the shared data folder")
+    return PACS_MINI
+
+
+@pytest.fixture(scope="session")
+def jpeg_bytes(pacs_mini: Path) -> list[bytes]:
+    """Eight real JPEG photos."""
+    return [p.read_bytes() for p in sorted((pacs_mini / "photo" / "dog").glob("*.jpg"))[:8]]
+
+
+@pytest.fixture(scope="session")
+def png_bytes(pacs_mini: Path) -> bytes:
+    return next(iter(sorted((pacs_mini / "sketch" / "dog").glob("*.png")))).read_bytes()
+
+
+def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """Weights for the packaged `vl2v-tiny` architecture, saved as a user's own checkpoint would be."""
+    register_packaged_configs()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(TINY)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "vl2v-tiny.safetensors")
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Settings]:
+    def make(**overrides) -> Settings:
+        values = dict(
+            model=TINY,
+            pretrained=str(tiny_checkpoint),
+            state_dir=tmp_path / "state",
+            api_keys=KEYS,
+            price_per_image=0.0001,
+            price_per_1k_tokens=0.02,
+            batch_wait_ms=2.0,
+        )
+        return Settings(_env_file=None, **(values | overrides))
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveService:
+    """A running service: its base URL and the state the tests may inspect."""
+
+    url: str
+    app: object
+
+    @property
+    def state(self):
+        return self.app.state.service
+
+    def session(self, key: str = "sk-alice-secret") -> requests.Session:
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {key}"
+        return s
+
+
+@contextlib.contextmanager
+def run_service(
+    settings: Settings, factory: EncoderFactory = load_encoder, wait_ready: bool = True
+) -> Iterator[LiveService]:
+    """uvicorn on a free loopback port in a background thread: the real HTTP stack, in-process."""
+    import uvicorn
+
+    app = create_app(settings, encoder_factory=factory)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url + "/health"), what="service to start")
+        if wait_ready:
+            wait_until(lambda: _loaded(url), what="model to load")
+        yield LiveService(url, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def _loaded(url: str) -> bool:
+    status = requests.get(url + "/health", timeout=2).json()["model"]
+    if status == "failed":
+        raise RuntimeError(f"the model failed to load: {requests.get(url + '/ready', timeout=2).text}")
+    return status == "ready"
+
+
+@pytest.fixture
+def service(make_settings) -> Iterator[LiveService]:
+    with run_service(make_settings()) as live:
+        yield live

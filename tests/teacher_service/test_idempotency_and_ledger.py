@@ -1,0 +1,142 @@
+"""Idempotent replays, in-flight conflicts, and books that survive a restart."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import numpy as np
+
+from teacher_service.runtime import load_encoder
+from teacher_service.schema import decode_vector
+
+from ..conftest import run_service
+from .test_api_contract import embed, image
+from .test_errors import assert_error
+
+
+def post(service, inputs, key: str, api_key: str = "sk-alice-secret"):
+    return service.session(api_key).post(
+        f"{service.url}/v1/embeddings",
+        json={"model": "vl2v-tiny", "input": inputs},
+        headers={"Idempotency-Key": key},
+        timeout=30,
+    )
+
+
+def test_replay_with_same_key_is_not_billed_and_returns_the_same_body(service, jpeg_bytes):
+    inputs = [image(jpeg_bytes[0]), "a dog"]
+    first = post(service, inputs, "batch-0001")
+    balance_after_first = service.session().get(f"{service.url}/v1/usage", timeout=10).json()["balance"]
+    replay = post(service, inputs, "batch-0001")
+    assert replay.status_code == 200
+    assert replay.content == first.content
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.headers["x-original-request-id"] == first.headers["x-request-id"]
+    assert replay.headers["x-request-cost"] == "0"
+    usage = service.session().get(f"{service.url}/v1/usage", timeout=10).json()
+    assert usage["balance"] == balance_after_first and usage["requests"] == 1 and usage["images"] == 1
+    ledger = service.state.store.ledger()
+    assert len(ledger) == 1 and ledger[0]["idempotency_key"] == "batch-0001"
+
+
+def test_same_key_with_another_body_is_422(service, jpeg_bytes):
+    assert post(service, ["a dog"], "k-1").status_code == 200
+    assert_error(post(service, ["a cat"], "k-1"), 422, "idempotency_key_reused", "Idempotency-Key")
+    assert len(service.state.store.ledger()) == 1
+
+
+def test_keys_are_scoped_to_the_api_key(make_settings):
+    with run_service(make_settings(api_keys="alice:sk-alice-secret:1,carol:sk-carol:1")) as service:
+        assert post(service, ["a dog"], "shared").status_code == 200
+        other = post(service, ["a cat"], "shared", api_key="sk-carol")
+        assert other.status_code == 200 and "Idempotent-Replayed" not in other.headers
+
+
+def test_a_key_still_in_flight_is_409(make_settings, jpeg_bytes):
+    started, release = threading.Event(), threading.Event()
+
+    def slow_factory(settings):
+        encoder = load_encoder(settings)
+        encode = encoder.encode_images
+
+        def held(pixels):
+            started.set()
+            release.wait(20)
+            return encode(pixels)
+
+        encoder.encode_images = held
+        return encoder
+
+    with (
+        run_service(make_settings(), slow_factory) as service,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        first = pool.submit(post, service, [image(jpeg_bytes[0])], "slow-1")
+        assert started.wait(20)
+        assert_error(post(service, [image(jpeg_bytes[0])], "slow-1"), 409, "idempotency_key_in_use")
+        release.set()
+        assert first.result().status_code == 200
+        assert post(service, [image(jpeg_bytes[0])], "slow-1").headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_failed_request_does_not_burn_its_key(service, jpeg_bytes):
+    assert post(service, [image(b"broken")], "k-bad").status_code == 400
+    assert post(service, [image(b"broken")], "k-bad").status_code == 400  # not replayed: nothing was charged
+    assert service.state.store.ledger() == []
+
+
+def test_ledger_balances_and_replays_survive_a_restart(make_settings, jpeg_bytes):
+    settings = make_settings()
+    with run_service(settings) as service:
+        first = post(service, [image(b) for b in jpeg_bytes[:3]], "before-restart")
+        embed(service, ["a guitar"], key="sk-bob-secret")
+        usage = {
+            k: service.session(k).get(f"{service.url}/v1/usage", timeout=10).json()
+            for k in ("sk-alice-secret", "sk-bob-secret")
+        }
+        ledger = service.state.store.ledger()
+
+    with run_service(settings) as service:
+        assert service.state.store.ledger() == ledger
+        for key, before in usage.items():
+            assert service.session(key).get(f"{service.url}/v1/usage", timeout=10).json() == before
+        replay = post(service, [image(b) for b in jpeg_bytes[:3]], "before-restart")
+        assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == first.content
+        fresh = embed(service, [image(jpeg_bytes[0])])
+        np.testing.assert_allclose(
+            decode_vector(fresh.json()["data"][0]["embedding"]),
+            decode_vector(first.json()["data"][0]["embedding"]),
+            atol=1e-6,
+        )
+
+
+def test_a_restart_with_a_rotated_key_keeps_the_balance(make_settings):
+    with run_service(make_settings()) as service:
+        embed(service, ["a dog"])
+        balance = service.session().get(f"{service.url}/v1/usage", timeout=10).json()["balance"]
+    rotated = make_settings(api_keys="alice:sk-alice-new:10.0")
+    with run_service(rotated) as service:
+        assert_error(embed(service, ["a"]), 401, "invalid_api_key")
+        assert service.session("sk-alice-new").get(f"{service.url}/v1/usage", timeout=10).json()["balance"] == balance
+        assert_error(embed(service, ["a"], key="sk-bob-secret"), 401, "invalid_api_key")  # removed keys stop working
+
+
+def test_the_openai_sdk_gets_text_embeddings(service):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="sk-alice-secret", max_retries=0)
+    default = client.embeddings.create(model="vl2v-tiny", input=["a photo of a dog", "a sketch of a house"])
+    as_float = client.embeddings.create(model="vl2v-tiny", input="a photo of a dog", encoding_format="float")
+    assert len(default.data) == 2 and len(default.data[0].embedding) == 32
+    np.testing.assert_allclose(default.data[0].embedding, as_float.data[0].embedding, atol=1e-6)
+    assert abs(np.linalg.norm(default.data[1].embedding) - 1) < 1e-5
+    assert default.usage.prompt_tokens == 10
+    try:
+        openai.OpenAI(base_url=f"{service.url}/v1", api_key="sk-nope", max_retries=0).embeddings.create(
+            model="vl2v-tiny", input="a"
+        )
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401 and e.code == "invalid_api_key"
+    else:
+        raise AssertionError("a wrong key must raise AuthenticationError")

@@ -1,0 +1,53 @@
+"""Token buckets: a minute's allowance, refilled continuously, per key and per unit."""
+
+from __future__ import annotations
+
+import pytest
+
+from teacher_service.errors import InvalidRequest, RateLimited
+from teacher_service.ratelimit import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_refill_at_the_per_minute_rate():
+    clock = Clock()
+    limiter = RateLimiter(requests_per_min=60, images_per_min=0, clock=clock)
+    for _ in range(60):
+        limiter.check(1, images=0)
+    with pytest.raises(RateLimited) as raised:
+        limiter.check(1, images=0)
+    assert raised.value.headers["retry-after"] == "1" and raised.value.headers["retry-after-ms"] == "1000"
+    clock.now += 1.0  # one second refills one request
+    headers = limiter.check(1, images=0)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert "x-ratelimit-limit-images" not in headers  # unlimited units send no headers
+
+
+def test_images_are_counted_and_a_refusal_takes_nothing():
+    clock = Clock()
+    limiter = RateLimiter(requests_per_min=0, images_per_min=100, clock=clock)
+    limiter.check(1, images=90)
+    with pytest.raises(RateLimited) as raised:
+        limiter.check(1, images=20)
+    assert raised.value.headers["retry-after-ms"] == "6000"  # 10 images at 100/min
+    assert limiter.check(1, images=10)["x-ratelimit-remaining-images"] == "0"
+
+
+def test_keys_have_separate_buckets():
+    limiter = RateLimiter(requests_per_min=1, images_per_min=0, clock=Clock())
+    limiter.check(1, images=0)
+    limiter.check(2, images=0)
+    with pytest.raises(RateLimited):
+        limiter.check(1, images=0)
+
+
+def test_a_request_larger_than_a_minute_of_allowance_is_a_400():
+    with pytest.raises(InvalidRequest, match="more than the 5 per minute"):
+        RateLimiter(requests_per_min=0, images_per_min=5, clock=Clock()).check(1, images=6)
