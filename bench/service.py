@@ -55,20 +55,49 @@ def free_port() -> int:
 def service_throughput(args: argparse.Namespace, images: list[Path]) -> dict:
     port, key = free_port(), "sk-bench"
     state = tempfile.mkdtemp(prefix="vl2v-bench-")
-    env = {**os.environ, "VL2V_API_KEYS": f"bench:{key}:1000000", "VL2V_RATE_LIMIT_REQUESTS": "0",
-           "VL2V_RATE_LIMIT_IMAGES": "0"}
-    command = [sys.executable, "-m", "cli", "serve", "--model", args.model, "--pretrained", "",
-               "--allow-random-weights", "--device", "cpu", "--port", str(port), "--state-dir", state,
-               "--max-batch", str(args.batch), "--log-level", "warning"]
+    env = {
+        **os.environ,
+        "VL2V_API_KEYS": f"bench:{key}:1000000",
+        "VL2V_RATE_LIMIT_REQUESTS": "0",
+        "VL2V_RATE_LIMIT_IMAGES": "0",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--model",
+        args.model,
+        "--pretrained",
+        "",
+        "--allow-random-weights",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--state-dir",
+        state,
+        "--max-batch",
+        str(args.batch),
+        "--log-level",
+        "warning",
+    ]
     server = subprocess.Popen(command, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, server)
         urls = [image_data_url(p.read_bytes()) for p in images]
         bodies = [
-            json.dumps({"model": args.model, "encoding_format": "base64",
-                        "input": [{"type": "image", "image": urls[(c * args.per_request + i) % len(urls)]}
-                                  for i in range(args.per_request)]}).encode()
+            json.dumps(
+                {
+                    "model": args.model,
+                    "encoding_format": "base64",
+                    "input": [
+                        {"type": "image", "image": urls[(c * args.per_request + i) % len(urls)]}
+                        for i in range(args.per_request)
+                    ],
+                }
+            ).encode()
             for c in range(args.clients)
         ]
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -145,8 +174,13 @@ def main() -> None:
     raw = raw_throughput(args.model, images, args.batch, args.seconds)
     served = service_throughput(args, images)
     result = {
-        "model": args.model, "batch": args.batch, "clients": args.clients, "per_request": args.per_request,
-        "cpu_threads": torch.get_num_threads(), "raw_images_per_s": raw, **served,
+        "model": args.model,
+        "batch": args.batch,
+        "clients": args.clients,
+        "per_request": args.per_request,
+        "cpu_threads": torch.get_num_threads(),
+        "raw_images_per_s": raw,
+        **served,
         "ratio": served["images_per_s"] / raw,
     }
     print(json.dumps(result, indent=2))

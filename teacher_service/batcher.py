@@ -55,13 +55,13 @@ class DynamicBatcher:
                 await self._task
             self._task = None
 
-    async def submit(self, items: Sequence[torch.Tensor]) -> np.ndarray:
-        """Encode `items` (each one unbatched tensor); returns (len(items), D) in the same order."""
+    async def submit(self, items: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Encode `items` (each one unbatched tensor); one (D,) row per item, in the same order."""
         loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future()) for item in items]
         for p in pending:
             self._queue.put_nowait(p)
-        return np.stack(await asyncio.gather(*(p.future for p in pending)))
+        return list(await asyncio.gather(*(p.future for p in pending)))
 
     async def _run(self) -> None:
         while True:

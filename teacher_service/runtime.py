@@ -86,15 +86,9 @@ class Teacher:
         data = decode_data_url(data_url, param, self.settings.max_image_bytes)
         return self.encoder.preprocess_image(open_image(data, param, self.settings.max_image_pixels))
 
-    async def embed_texts(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.encoder.info.embedding_dim), np.float32)
-        return await self.texts.submit(list(self.encoder.tokenize(texts)))
-
-    async def embed_images(self, pixels: list[torch.Tensor]) -> np.ndarray:
-        if not pixels:
-            return np.zeros((0, self.encoder.info.embedding_dim), np.float32)
-        return await self.images.submit(pixels)
+    async def embed_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """One (D,) row per text; texts share model calls with other requests' texts."""
+        return await self.texts.submit(list(self.encoder.tokenize(texts))) if texts else []
 
 
 class ServiceState:

@@ -133,7 +133,7 @@ async def _embed_and_charge(
 
     pixels = await _prepare_images(teacher, images)
     image_vectors, text_vectors = await asyncio.gather(
-        teacher.embed_images(pixels), teacher.embed_texts([t for t, _ in texts.values()])
+        teacher.images.submit(pixels), teacher.embed_texts([t for t, _ in texts.values()])
     )
     vectors = dict(zip(images, image_vectors, strict=True)) | dict(zip(texts, text_vectors, strict=True))
     payload = EmbeddingResponse(

@@ -33,7 +33,7 @@ def test_concurrent_items_coalesce_up_to_max_batch_and_keep_their_order():
 
     requests, results = run(main())
     for items, result in zip(requests, results, strict=True):
-        np.testing.assert_array_equal(result[:, 0], [2 * float(t) for t in items])
+        np.testing.assert_array_equal(np.stack(result)[:, 0], [2 * float(t) for t in items])
     assert sum(calls) == 12 and max(calls) <= 4 and len(calls) == 3
 
 
