@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InvalidInput, PayloadTooLarge
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,", re.ASCII)
+MAX_ASPECT_RATIO = 20
 ACCEPTED_MIME = {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"}
 
 
@@ -52,6 +53,11 @@ def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
                 )
             if width == 0 or height == 0:
                 raise InvalidInput("image has no pixels", param=param)
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                # Resizing the short side to the model's size would blow the long side up to millions of pixels.
+                raise InvalidInput(
+                    f"image is {width}x{height}; aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused", param=param
+                )
             image.load()
             return image.convert("RGB")
     except InvalidInput:
@@ -60,5 +66,5 @@ def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
         raise InvalidInput("data is not a decodable image", param=param) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidInput("image is a decompression bomb", param=param, code="image_too_many_pixels") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise InvalidInput(f"image is corrupt or truncated ({e})", param=param) from None
+    except Exception as e:  # any decoder failure on untrusted bytes is this item's fault, never a 500
+        raise InvalidInput(f"image is corrupt or truncated ({type(e).__name__}: {e})", param=param) from None

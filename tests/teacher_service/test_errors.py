@@ -50,6 +50,7 @@ def png_header_only(width: int, height: int) -> bytes:
         ("empty", lambda jpg: {"type": "image", "image": "data:image/jpeg;base64,"}, "invalid_input"),
         ("not an image", lambda jpg: image(b"%PDF-1.4 not an image at all"), "invalid_input"),
         ("bomb", lambda jpg: image(png_header_only(30_000, 30_000), "image/png"), "image_too_many_pixels"),
+        ("sliver", lambda jpg: image(png_header_only(100_000, 1), "image/png"), "invalid_input"),
         (
             "bad base64",
             lambda jpg: {"type": "image", "image": "data:image/jpeg;base64,@@@@"},
