@@ -8,12 +8,10 @@ from importlib.metadata import version
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
-from teacher_service.settings import ConfigError
-
-from . import exit_codes
+from .cache_cmd import cache_app
+from .data import data_app
+from .query import query
 from .serve import serve
 
 app = typer.Typer(
@@ -23,9 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command(no_args_is_help=False)(serve)
-
-_stderr = Console(stderr=True, soft_wrap=True)
+app.command()(serve)
+app.command()(query)
+app.add_typer(cache_app, name="cache")
+app.add_typer(data_app, name="data")
 
 
 def _show_version(value: bool) -> None:
@@ -45,22 +44,10 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point: library errors become one red line and a documented exit code."""
+    """Console-script entry point."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     for name in ("vl2v", "uvicorn"):  # libraries that log to the root logger (open_clip) stay quiet
         logging.getLogger(name).setLevel(logging.INFO)
-    try:
-        app()
-    except (ConfigError, ValidationError) as e:
-        _stderr.print(f"[red]error:[/red] {_one_line(e)}", highlight=False)
-        sys.exit(exit_codes.ERROR)
-    except KeyboardInterrupt:
-        sys.exit(exit_codes.INTERRUPTED)
-
-
-def _one_line(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
-    return str(error)
+    app()

@@ -11,6 +11,7 @@ import typer
 from teacher_service.settings import Settings
 
 from . import exit_codes
+from .errors import reports_errors
 
 log = logging.getLogger("vl2v.cli")
 
@@ -23,6 +24,7 @@ def _opt(field: str, help: str, *names: str) -> typer.models.OptionInfo:
 _D = {name: f.default for name, f in Settings.model_fields.items()}
 
 
+@reports_errors
 def serve(
     model: Annotated[str, _opt("model", "open_clip model name, or local-dir:FOLDER")] = _D["model"],
     pretrained: Annotated[str | None, _opt("pretrained", "pretrained tag, checkpoint file or local-dir:FOLDER")] = _D[

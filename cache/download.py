@@ -1,0 +1,138 @@
+"""`vl2v data download`: fetch a dataset's public archives, check them, unpack into DomainBed layout."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tarfile
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+import requests
+
+from .datasets import Archive, DatasetError, get_spec, open_dataset
+
+log = logging.getLogger("vl2v.data")
+
+Progress = Callable[[str, int, int | None], None]  # (file name, bytes so far, total bytes or None)
+
+
+def download_dataset(
+    name: str,
+    data_dir: Path,
+    *,
+    mirror: str | None = None,
+    on_progress: Progress = lambda name, done, total: None,
+    timeout: float = 60.0,
+) -> dict:
+    """Download, verify and unpack `name` into `data_dir/<Folder>`; returns the images found per domain.
+
+    Args:
+        mirror: a base URL serving the same file names (`<mirror>/<file>`) instead of the original hosts.
+
+    Raises:
+        DatasetError: no public archive, a checksum that does not match, an unsafe or unreadable archive, or an
+            unpacked folder without the registered domains.
+    """
+    spec = get_spec(name)
+    if spec is None or not spec.archives:
+        raise DatasetError(f"{name} has no public archive to download. Source: {spec.source if spec else '-'}")
+    data_dir = Path(data_dir).expanduser()
+    staging = data_dir / ".vl2v-download"
+    staging.mkdir(parents=True, exist_ok=True)
+    target = data_dir / spec.folder
+    for archive in spec.archives:
+        url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
+        path = _fetch(url, staging / archive.filename, archive, on_progress, timeout)
+        _unpack(path, staging / "unpacked", target, archive, spec.domains)
+        path.unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    dataset = open_dataset(name, data_dir)
+    found = Counter(f.domain for f in dataset.files)
+    warnings = [
+        f"{d}: {found.get(d, 0)} images, the published count is {n}"
+        for d, n in spec.counts.items()
+        if found.get(d, 0) != n
+    ]
+    for warning in warnings:
+        log.warning(warning)
+    return {
+        "dataset": name,
+        "folder": str(target),
+        "images_by_domain": dict(sorted(found.items())),
+        "warnings": warnings,
+    }
+
+
+def _fetch(url: str, path: Path, archive: Archive, on_progress: Progress, timeout: float) -> Path:
+    partial = path.with_suffix(path.suffix + ".part")
+    digest = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as response:
+            response.raise_for_status()
+            total = int(response.headers.get("content-length", 0)) or None
+            done = 0
+            with partial.open("wb") as out:
+                for chunk in response.iter_content(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    on_progress(archive.filename, done, total)
+    except requests.RequestException as e:
+        raise DatasetError(f"could not download {url}: {e}") from None
+    if archive.sha256 and digest.hexdigest() != archive.sha256:
+        partial.unlink()
+        raise DatasetError(f"{archive.filename}: sha256 {digest.hexdigest()} does not match {archive.sha256}")
+    partial.replace(path)
+    return path
+
+
+def _unpack(path: Path, scratch: Path, target: Path, archive: Archive, domains: tuple[str, ...]) -> None:
+    """Extract into `scratch`, refusing unsafe member names, then move the domain folders into `target`."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                _check_names(z.namelist(), path)
+                bad = z.testzip()
+                if bad is not None:
+                    raise DatasetError(f"{path.name}: {bad} is corrupt (CRC mismatch)")
+                z.extractall(scratch)
+        elif tarfile.is_tarfile(path):
+            with tarfile.open(path) as t:
+                _check_names(t.getnames(), path)
+                t.extractall(scratch, filter="data")
+        else:
+            raise DatasetError(f"{path.name} is neither a zip nor a tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+        raise DatasetError(f"{path.name} cannot be unpacked: {e}") from None
+    source = _domain_parent(scratch, archive, domains)
+    target.mkdir(parents=True, exist_ok=True)
+    for child in source.iterdir():
+        if child.is_dir():
+            destination = target / child.name
+            if destination.exists():
+                shutil.copytree(child, destination, dirs_exist_ok=True)
+            else:
+                shutil.move(str(child), destination)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_names(names: list[str], path: Path) -> None:
+    for name in names:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith("/") or ".." in parts:
+            raise DatasetError(f"{path.name}: refusing unsafe member name {name!r}")
+
+
+def _domain_parent(scratch: Path, archive: Archive, domains: tuple[str, ...]) -> Path:
+    """The unpacked folder whose children are domain folders (archives differ in how deep they put them)."""
+    for folder in [scratch, *sorted(p for p in scratch.rglob("*") if p.is_dir())]:
+        if any((folder / d).is_dir() for d in domains):
+            return folder
+    hint = f" (expected {archive.unpacks_to}/)" if archive.unpacks_to else ""
+    raise DatasetError(f"{archive.filename} holds none of the domain folders {list(domains)}{hint}")

@@ -1,0 +1,88 @@
+"""What a cache holds (`vl2v cache info`) and whether it is whole (`vl2v cache verify`)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from .store import EmbeddingCache
+
+NORM_TOLERANCE = 1e-3
+
+
+def cache_info(cache: EmbeddingCache) -> dict:
+    """Counts per domain and class, spend, budget used, teacher and skipped items, from the cache alone."""
+    by_domain: Counter[str] = Counter()
+    by_class: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, paths in cache.items():
+        cells = {PurePosixPath(p).parts[:2] for p in paths}
+        for domain in {d for d, _ in cells}:
+            by_domain[domain] += 1
+        for domain, name in cells:
+            by_class[domain][name] += 1
+    ledger = cache.ledger()
+    skipped = cache.skipped()
+    teacher, dataset = cache.teacher or {}, cache.dataset or {}
+    return {
+        "cache": str(cache.path),
+        "dataset": dataset.get("name"),
+        "data_root": dataset.get("root"),
+        "teacher": {k: teacher.get(k) for k in ("id", "url", "fingerprint", "embedding_dim", "precision")},
+        "images": cache.counts()["image"],
+        "texts": cache.counts()["text"],
+        "images_by_domain": dict(sorted(by_domain.items())),
+        "images_by_class": {d: dict(sorted(c.items())) for d, c in sorted(by_class.items())},
+        "paid_images": sum(r.images for r in ledger),
+        "paid_texts": sum(r.texts for r in ledger),
+        "paid_tokens": sum(r.tokens for r in ledger),
+        "cost": round(sum(r.cost for r in ledger), 9),
+        "currency": (teacher.get("pricing") or {}).get("currency"),
+        "requests": len(ledger),
+        "replayed_requests": sum(r.replayed for r in ledger),
+        "pending_requests": len(cache.pending()),
+        "skipped": len(skipped),
+        "skipped_reasons": dict(Counter(s["reason"].split(":")[0] for s in skipped.values())),
+    }
+
+
+def verify_cache(cache: EmbeddingCache) -> list[str]:
+    """Every problem found; an empty list means the cache is whole.
+
+    Checks: every item has an embedding and every embedding an item; every embedding (image and text) is finite,
+    unit-norm and of the recorded dim; the ledger pays for exactly the embeddings held; nothing is left pending.
+    """
+    problems: list[str] = []
+    teacher = cache.teacher
+    if teacher is None:
+        return ["no teacher recorded in meta: the cache was never written by `vl2v query`"]
+    dim = int(teacher["embedding_dim"])
+    item_keys = {k for k, _ in cache.items()}
+    image_keys = set()
+    for key, vector in cache.images():
+        image_keys.add(key)
+        problems += _check_vector(f"image {key[:12]}", vector, dim)
+    for prompt, vector in cache.texts().items():
+        problems += _check_vector(f"text {prompt!r}", vector, dim)
+    problems += [f"item {k[:12]} has no embedding" for k in sorted(item_keys - image_keys)]
+    problems += [f"embedding {k[:12]} has no item (paths)" for k in sorted(image_keys - item_keys)]
+    ledger = cache.ledger()
+    paid_images, paid_texts = sum(r.images for r in ledger), sum(r.texts for r in ledger)
+    if paid_images != len(image_keys):
+        problems.append(f"ledger pays for {paid_images} images but the cache holds {len(image_keys)}")
+    if paid_texts != cache.counts()["text"]:
+        problems.append(f"ledger pays for {paid_texts} texts but the cache holds {cache.counts()['text']}")
+    problems += [f"request {k} is pending (run `vl2v query` again to finish it)" for k in cache.pending()]
+    return problems
+
+
+def _check_vector(name: str, vector: np.ndarray, dim: int) -> list[str]:
+    if vector.shape != (dim,):
+        return [f"{name}: {vector.shape[0]} values, expected {dim}"]
+    if not np.isfinite(vector).all():
+        return [f"{name}: not finite"]
+    norm = float(np.linalg.norm(vector))
+    if abs(norm - 1.0) > NORM_TOLERANCE:
+        return [f"{name}: norm {norm:.4f}, expected 1"]
+    return []

@@ -1,0 +1,305 @@
+"""The embedding cache: one LMDB environment with named databases (DESIGN.md, "The cache").
+
+    meta     schema version, teacher fingerprint, dataset, dtype
+    items    image key (sha256 of the file bytes) -> {"paths": [...]}: relative paths share one key
+    image    image key -> float32 embedding bytes
+    text     prompt -> float32 embedding bytes
+    ledger   request id -> one paid request {idempotency_key, images, texts, tokens, cost, time, replayed}
+    skipped  image key -> {"reason", "stage", "paths"}
+    pending  idempotency key -> a request sent but not yet committed (replayed first on the next run)
+
+One writer at a time, enforced with a lock file; readers never block it (LMDB MVCC). An embedding, its item and
+its ledger row are committed in one transaction.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+import numpy as np
+
+SCHEMA_VERSION = 1
+DTYPE = "float32"
+_DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending")
+_LOCK = "writer.lock"
+# Fields of the teacher that change an embedding: a cache never mixes two values of any of them.
+TEACHER_IDENTITY = ("fingerprint", "embedding_dim", "preprocess", "precision")
+
+T = TypeVar("T")
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked; the message says why and what to do."""
+
+
+class CacheMissing(CacheError):
+    pass
+
+
+class CacheBusy(CacheError):
+    """Another process is writing to this cache."""
+
+
+class CacheMismatch(CacheError):
+    """The cache holds embeddings of another teacher, dataset or schema version."""
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    request_id: str
+    idempotency_key: str
+    images: int
+    texts: int
+    tokens: int
+    cost: float
+    time: float
+    replayed: bool = False
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+class EmbeddingCache:
+    """An open cache directory. Use `EmbeddingCache.open(path)` to read, `open(path, write=True)` to write."""
+
+    def __init__(self, path: Path, env: lmdb.Environment, lock_fd: int | None) -> None:
+        self.path = path
+        self._env = env
+        self._lock_fd = lock_fd
+        self._db = {name: env.open_db(name.encode(), create=lock_fd is not None) for name in _DBS}
+
+    @classmethod
+    def open(
+        cls, path: Path | str, *, write: bool = False, wait: bool = False, map_size: int = 1 << 30
+    ) -> EmbeddingCache:
+        """Open (and with `write`, create) the cache at `path`.
+
+        Args:
+            write: take the single-writer lock; a second writer raises `CacheBusy` unless `wait`.
+            wait: block until the current writer finishes instead of failing.
+            map_size: initial LMDB map reservation (sparse); it doubles on demand.
+        """
+        path = Path(path).expanduser()
+        if not write:
+            if not (path / "data.mdb").is_file():
+                raise CacheMissing(f"no cache at {path} (run `vl2v query --cache {path}` first)")
+            env = lmdb.open(str(path), readonly=True, lock=True, max_dbs=len(_DBS), max_readers=256)
+            cache = cls(path, env, None)
+            cache._check_schema()
+            return cache
+        path.mkdir(parents=True, exist_ok=True)
+        lock_fd = _take_writer_lock(path / _LOCK, wait)
+        try:
+            env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_DBS), max_readers=256)
+            cache = cls(path, env, lock_fd)
+            cache._init_meta()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cache
+
+    def close(self) -> None:
+        self._env.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta ------------------------------------------------------------------------------------------------
+
+    def _init_meta(self) -> None:
+        if self._get("meta", b"schema_version") is None:
+            self._write(
+                lambda txn: (
+                    txn.put(b"schema_version", str(SCHEMA_VERSION).encode(), db=self._db["meta"]),
+                    txn.put(b"dtype", DTYPE.encode(), db=self._db["meta"]),
+                )
+            )
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        found = self._get("meta", b"schema_version")
+        if found is not None and int(found) != SCHEMA_VERSION:
+            raise CacheMismatch(f"{self.path} has cache schema v{int(found)}; this vl2v reads v{SCHEMA_VERSION}")
+
+    def meta(self) -> dict:
+        with self._env.begin(db=self._db["meta"]) as txn:
+            raw = {k.decode(): v.decode() for k, v in txn.cursor()}
+        return {k: json.loads(v) if k in ("teacher", "dataset") else v for k, v in raw.items()}
+
+    @property
+    def teacher(self) -> dict | None:
+        return self.meta().get("teacher")
+
+    @property
+    def dataset(self) -> dict | None:
+        return self.meta().get("dataset")
+
+    def bind_teacher(self, teacher: dict) -> None:
+        """Record the teacher, or check that it is the one already recorded (`CacheMismatch` if not)."""
+        recorded = self.teacher
+        if recorded is not None:
+            changed = [k for k in TEACHER_IDENTITY if recorded.get(k) != teacher.get(k)]
+            if changed:
+                raise CacheMismatch(
+                    f"{self.path} holds embeddings of teacher {recorded.get('id')!r} "
+                    f"(fingerprint {str(recorded.get('fingerprint'))[:12]}); the vendor now serves "
+                    f"{teacher.get('id')!r} (fingerprint {str(teacher.get('fingerprint'))[:12]}), differing in "
+                    f"{changed}. Use another --cache for another teacher."
+                )
+        self._write(lambda txn: txn.put(b"teacher", _dumps(teacher), db=self._db["meta"]))
+
+    def bind_dataset(self, dataset: dict) -> None:
+        """Record the dataset, or check it is the same one (its root may move; its name and classes may not)."""
+        recorded = self.dataset
+        if recorded is not None:
+            for key in ("name", "classes"):
+                if recorded.get(key) != dataset.get(key):
+                    raise CacheMismatch(
+                        f"{self.path} caches dataset {recorded.get('name')!r}; this run reads "
+                        f"{dataset.get('name')!r} with different {key}. Use another --cache."
+                    )
+            dataset = dataset | {"domains": sorted(set(recorded["domains"]) | set(dataset["domains"]))}
+        self._write(lambda txn: txn.put(b"dataset", _dumps(dataset), db=self._db["meta"]))
+
+    # -- reads -----------------------------------------------------------------------------------------------
+
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        with self._env.begin(db=self._db[db]) as txn:
+            value = txn.get(key)
+        return bytes(value) if value is not None else None
+
+    def _scan(self, db: str) -> list[tuple[bytes, bytes]]:
+        # Materialised, so no read transaction outlives the call (a later map resize needs none open).
+        with self._env.begin(db=self._db[db]) as txn:
+            return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+
+    def has_image(self, key: str) -> bool:
+        return self._get("image", key.encode()) is not None
+
+    def image(self, key: str) -> np.ndarray | None:
+        raw = self._get("image", key.encode())
+        return np.frombuffer(raw, dtype=np.float32) if raw is not None else None
+
+    def images(self) -> Iterator[tuple[str, np.ndarray]]:
+        for k, v in self._scan("image"):
+            yield k.decode(), np.frombuffer(v, dtype=np.float32)
+
+    def image_matrix(self) -> tuple[list[str], np.ndarray]:
+        """Every image embedding in one (N, D) array, read in one pass; keys in LMDB order."""
+        with self._env.begin(db=self._db["image"]) as txn:
+            n = txn.stat(self._db["image"])["entries"]
+            dim = int((self.teacher or {}).get("embedding_dim", 0))
+            keys, matrix = [], np.empty((n, dim), np.float32)
+            for i, (k, v) in enumerate(txn.cursor()):
+                keys.append(bytes(k).decode())
+                matrix[i] = np.frombuffer(v, dtype=np.float32)
+        return keys, matrix
+
+    def items(self) -> Iterator[tuple[str, list[str]]]:
+        for k, v in self._scan("items"):
+            yield k.decode(), json.loads(v)["paths"]
+
+    def texts(self) -> dict[str, np.ndarray]:
+        return {k.decode(): np.frombuffer(v, dtype=np.float32) for k, v in self._scan("text")}
+
+    def ledger(self) -> list[LedgerRow]:
+        rows = [LedgerRow(**json.loads(v)) for _, v in self._scan("ledger")]
+        return sorted(rows, key=lambda r: r.time)
+
+    def skipped(self) -> dict[str, dict]:
+        return {k.decode(): json.loads(v) for k, v in self._scan("skipped")}
+
+    def pending(self) -> dict[str, dict]:
+        return {k.decode(): json.loads(v) for k, v in self._scan("pending")}
+
+    def counts(self) -> dict[str, int]:
+        with self._env.begin() as txn:
+            return {name: txn.stat(self._db[name])["entries"] for name in _DBS if name != "meta"}
+
+    # -- writes (writer only) ----------------------------------------------------------------------------------
+
+    def commit_images(self, embeddings: dict[str, tuple[np.ndarray, list[str]]], row: LedgerRow) -> None:
+        """Paid image embeddings {key: (vector, paths)}, their items and their ledger row, in one transaction."""
+
+        def write(txn: lmdb.Transaction) -> None:
+            for key, (vector, paths) in embeddings.items():
+                txn.put(key.encode(), np.asarray(vector, np.float32).tobytes(), db=self._db["image"])
+                self._merge_paths(txn, key, paths)
+            self._put_ledger(txn, row)
+
+        self._write(write)
+
+    def commit_texts(self, embeddings: dict[str, np.ndarray], row: LedgerRow) -> None:
+        def write(txn: lmdb.Transaction) -> None:
+            for prompt, vector in embeddings.items():
+                txn.put(prompt.encode(), np.asarray(vector, np.float32).tobytes(), db=self._db["text"])
+            self._put_ledger(txn, row)
+
+        self._write(write)
+
+    def add_paths(self, found: dict[str, list[str]]) -> None:
+        """Record more paths for images already cached (duplicates, renamed files): free, no ledger row."""
+        self._write(lambda txn: [self._merge_paths(txn, key, paths) for key, paths in found.items()])
+
+    def mark_skipped(self, key: str, reason: str, stage: str, paths: list[str]) -> None:
+        entry = {"reason": reason, "stage": stage, "paths": paths}
+        self._write(lambda txn: txn.put(key.encode(), _dumps(entry), db=self._db["skipped"]))
+
+    def add_pending(self, idempotency_key: str, request: dict) -> None:
+        self._write(lambda txn: txn.put(idempotency_key.encode(), _dumps(request), db=self._db["pending"]))
+
+    def drop_pending(self, idempotency_key: str) -> None:
+        self._write(lambda txn: txn.delete(idempotency_key.encode(), db=self._db["pending"]))
+
+    def _merge_paths(self, txn: lmdb.Transaction, key: str, paths: list[str]) -> None:
+        current = txn.get(key.encode(), db=self._db["items"])
+        known = json.loads(current)["paths"] if current is not None else []
+        merged = known + [p for p in paths if p not in known]
+        if merged != known:
+            txn.put(key.encode(), _dumps({"paths": merged}), db=self._db["items"])
+
+    def _put_ledger(self, txn: lmdb.Transaction, row: LedgerRow) -> None:
+        txn.put(row.request_id.encode(), _dumps(row.__dict__), db=self._db["ledger"])
+        txn.delete(row.idempotency_key.encode(), db=self._db["pending"])
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `fn` in a write transaction; on a full map, abort, double the map and run it again."""
+        if self._lock_fd is None:
+            raise CacheError(f"{self.path} is open read-only")
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+
+def _take_writer_lock(path: Path, wait: bool) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as e:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise CacheBusy(f"{path.parent} is being written by {holder}; wait for it, or pass --wait") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+    return fd

@@ -1,0 +1,90 @@
+"""Library errors become one red line on stderr and a documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from cache.client import QuotaExhausted, VendorAuthError, VendorError, VendorUnreachable
+from cache.datasets import DatasetError
+from cache.store import CacheError
+from teacher_service.settings import ConfigError
+
+from . import exit_codes
+
+F = TypeVar("F", bound=Callable)
+
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+# Most specific first.
+_CODES: list[tuple[type[BaseException], int]] = [
+    (VendorAuthError, exit_codes.AUTH_FAILED),
+    (QuotaExhausted, exit_codes.QUOTA_EXHAUSTED),
+    (VendorUnreachable, exit_codes.VENDOR_UNREACHABLE),
+    (VendorError, exit_codes.ERROR),
+    (ConfigError, exit_codes.ERROR),
+    (ValidationError, exit_codes.ERROR),
+    (DatasetError, exit_codes.ERROR),
+    (CacheError, exit_codes.ERROR),
+    (ValueError, exit_codes.ERROR),
+    (OSError, exit_codes.ERROR),
+]
+
+
+def exit_code_for(error: BaseException) -> int:
+    return next((code for kind, code in _CODES if isinstance(error, kind)), exit_codes.ERROR)
+
+
+def fail(message: str, code: int = exit_codes.ERROR) -> typer.Exit:
+    stderr.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def reports_errors(command: F) -> F:
+    """Wrap a command: known library errors exit with their code and one line; Ctrl-C exits 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            stderr.print("interrupted")
+            raise typer.Exit(exit_codes.INTERRUPTED) from None
+        except tuple(kind for kind, _ in _CODES) as e:
+            raise fail(_one_line(e), exit_code_for(e)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+    return str(error).replace("\n", " ")
+
+
+@contextlib.contextmanager
+def graceful_interrupt() -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the returned event (finish and save); a second one interrupts at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def first(signum, frame) -> None:
+        stop.set()
+        stderr.print("stopping: finishing the requests in flight and saving (Ctrl-C again to abort)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,123 @@
+"""The LMDB cache: one writer, readers that never block, a map that grows, and no mixing of teachers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+
+from cache.store import CacheBusy, CacheMismatch, CacheMissing, EmbeddingCache, LedgerRow
+
+TEACHER = {
+    "id": "vl2v-tiny",
+    "fingerprint": "f" * 64,
+    "embedding_dim": 4,
+    "preprocess": {"size": [32, 32]},
+    "precision": "fp32",
+    "url": "http://127.0.0.1:1",
+}
+
+
+def unit(seed: int, dim: int = 4) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def row(request_id: str, images: int = 0, texts: int = 0) -> LedgerRow:
+    return LedgerRow(request_id, f"idem-{request_id}", images, texts, 0, 0.01 * images, time.time())
+
+
+def test_embeddings_items_and_ledger_commit_together_and_read_back(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+        cache.add_pending("idem-r1", {"kind": "images"})
+        cache.commit_images(
+            {"a" * 64: (unit(0), ["photo/dog/1.jpg"]), "b" * 64: (unit(1), ["photo/cat/2.jpg"])}, row("r1", images=2)
+        )
+        cache.commit_texts({"a photo of a dog": unit(2)}, row("r2", texts=1))
+        cache.add_paths({"a" * 64: ["sketch/dog/1.png"]})
+    with EmbeddingCache.open(tmp_path) as cache:
+        np.testing.assert_array_equal(cache.image("a" * 64), unit(0))
+        assert dict(cache.items())["a" * 64] == ["photo/dog/1.jpg", "sketch/dog/1.png"]
+        assert [r.request_id for r in cache.ledger()] == ["r1", "r2"]
+        assert cache.pending() == {}, "committing a request clears its pending record"
+        keys, matrix = cache.image_matrix()
+        assert matrix.shape == (2, 4) and keys == ["a" * 64, "b" * 64]
+
+
+def test_a_missing_cache_says_how_to_make_one(tmp_path):
+    with pytest.raises(CacheMissing, match="vl2v query"):
+        EmbeddingCache.open(tmp_path / "none")
+
+
+def _hold_writer(path, ready, release) -> None:
+    with EmbeddingCache.open(path, write=True):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_writer_is_refused_or_waits_and_readers_never_block(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_writer, args=(tmp_path, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(CacheBusy, match=r"being written by pid \d+.*--wait"):
+            EmbeddingCache.open(tmp_path, write=True)
+        with EmbeddingCache.open(tmp_path) as reader:  # a reader while the writer holds the cache
+            assert reader.teacher["id"] == "vl2v-tiny"
+        started = time.monotonic()
+        context.Process(target=_release_later, args=(release,)).start()
+        with EmbeddingCache.open(tmp_path, write=True, wait=True):
+            assert time.monotonic() - started > 0.3
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def _release_later(release) -> None:
+    time.sleep(0.5)
+    release.set()
+
+
+def test_the_map_grows_when_full(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True, map_size=64 * 1024) as cache:
+        cache.bind_teacher(TEACHER | {"embedding_dim": 512})
+        for batch in range(20):
+            cache.commit_images(
+                {f"{batch:04d}{i:060d}": (unit(i, 512), [f"d/c/{batch}_{i}.jpg"]) for i in range(20)},
+                row(f"r{batch}", images=20),
+            )
+    with EmbeddingCache.open(tmp_path) as cache:
+        assert cache.counts()["image"] == 400
+
+
+def test_the_cache_refuses_another_teacher(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+        cache.bind_teacher(TEACHER | {"url": "http://elsewhere:8000"})  # same weights behind another URL: fine
+        for change in ({"fingerprint": "0" * 64}, {"embedding_dim": 8}, {"preprocess": {"size": [224, 224]}}):
+            with pytest.raises(CacheMismatch, match="Use another --cache"):
+                cache.bind_teacher(TEACHER | change)
+
+
+def test_the_cache_refuses_another_dataset_but_allows_a_moved_root(tmp_path):
+    pacs = {"name": "pacs", "root": "/data/PACS", "domains": ["photo"], "classes": ["dog"]}
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_dataset(pacs)
+        cache.bind_dataset(pacs | {"root": "/mnt/PACS", "domains": ["sketch"]})
+        assert cache.dataset["root"] == "/mnt/PACS" and cache.dataset["domains"] == ["photo", "sketch"]
+        with pytest.raises(CacheMismatch, match="caches dataset 'pacs'"):
+            cache.bind_dataset(pacs | {"name": "vlcs"})
+
+
+def test_a_schema_version_mismatch_is_a_clear_error(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache._write(lambda txn: txn.put(b"schema_version", b"99", db=cache._db["meta"]))
+    with pytest.raises(CacheMismatch, match="schema v99; this vl2v reads v1"):
+        EmbeddingCache.open(tmp_path)
