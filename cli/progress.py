@@ -49,4 +49,5 @@ class QueryProgress:
             f"skipped {report.skipped}, budget {report.budget_used + report.paid_images}{budget}, "
             f"spent {report.cost:.4f} {report.currency}, {rate:.1f} img/s"
         )
-        self._progress.update(self._task, total=max(report.to_buy, 1), completed=report.paid_images, status=status)
+        can_buy = report.selected if report.budget is None else min(report.selected, report.budget - report.budget_used)
+        self._progress.update(self._task, total=max(can_buy, 1), completed=report.paid_images, status=status)

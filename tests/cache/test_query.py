@@ -81,6 +81,12 @@ def test_stratified_selection_is_balanced_and_info_reports_it(vendor, pacs_mini,
     assert (info["paid_images"], info["paid_texts"], info["skipped"]) == (100, 84, 0)
     assert info["cost"] == pytest.approx(sum(r["cost"] for r in vendor.state.store.ledger()) / 1e9)
     assert info["teacher"]["id"] == "vl2v-tiny" and info["dataset"] == "pacs"
+    assert "error" in info["vendor"]  # no key: not reconciled, and it says so
+
+    code, output = cli("cache", "info", str(tmp_path / "c"), "--json", key="sk-carol")
+    vendor_side = json.loads(output)["vendor"]
+    assert (vendor_side["images"], vendor_side["texts"]) == (info["paid_images"], info["paid_texts"])
+    assert vendor_side["spent"] == pytest.approx(info["cost"])
 
 
 def test_dry_run_buys_nothing_and_prices_the_plan(vendor, pacs_mini, tmp_path):
