@@ -318,3 +318,15 @@ def test_a_second_writer_is_refused_while_a_query_runs(slow_vendor, pacs_mini, t
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=120)
     assert Counter(r["key_name"] for r in slow_vendor.state.store.ledger())["carol"] > 0
+
+
+def test_the_headline_command_needs_no_flag_beyond_dataset_and_budget(vendor, pacs_mini, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "PACS").symlink_to(pacs_mini)  # the DomainBed layout under the default ./data
+    result = CliRunner().invoke(app, ["query", "--dataset", "pacs", "--budget", "12"],
+                                env={"VL2V_API_KEY": "sk-carol", "VL2V_TEACHER_URL": vendor.url})
+    assert result.exit_code == 0, result.output
+    assert "images paid" in result.output and server_images(vendor) == 12
+    with EmbeddingCache.open(tmp_path / "cache") as cache:
+        assert cache.counts()["image"] == 12
