@@ -1,0 +1,60 @@
+"""The shared math of every method (METHODS.md, "Shared building blocks"), written once."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def cosine_distill(a: Tensor, b: Tensor) -> Tensor:
+    """mean over the batch of 1 - cos(a_i, b_i); a, b: (B, D)."""
+    return (1 - F.cosine_similarity(a, b, dim=-1)).mean()
+
+
+def kd_loss(teacher_logits: Tensor, student_logits: Tensor, temperature: float) -> Tensor:
+    """T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), batch mean; the textbook form (log-probabilities in)."""
+    t = temperature
+    teacher = F.log_softmax(teacher_logits / t, dim=-1)
+    student = F.log_softmax(student_logits / t, dim=-1)
+    return t * t * F.kl_div(student, teacher, reduction="batchmean", log_target=True)
+
+
+def cosine_logits(v: Tensor, classes: Tensor, scale: Tensor | float) -> Tensor:
+    """scale * cos(v_i, t_c): (B, D) x (C, D) -> (B, C)."""
+    return scale * F.normalize(v, dim=-1) @ F.normalize(classes, dim=-1).T
+
+
+def projector(d_in: int, d_out: int, bias: bool = True) -> nn.Linear:
+    """The one projector all three methods use: a single linear map into the teacher's space (no MLP)."""
+    return nn.Linear(d_in, d_out, bias=bias)
+
+
+class TextHead(nn.Module):
+    """Classifier whose weights are the teacher's class text embeddings: logits = scale * cos(v, t_c).
+
+    The embeddings are a frozen buffer; the scale is fixed unless `learnable_scale`.
+    """
+
+    def __init__(self, class_embeddings: Tensor, scale: float, learnable_scale: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("classes", F.normalize(class_embeddings.float(), dim=-1))
+        log_scale = torch.tensor(float(scale)).log()
+        self.log_scale = nn.Parameter(log_scale) if learnable_scale else None
+        self.register_buffer("fixed_log_scale", log_scale)
+
+    @property
+    def scale(self) -> Tensor:
+        return (self.log_scale if self.log_scale is not None else self.fixed_log_scale).exp()
+
+    def forward(self, v: Tensor) -> Tensor:
+        return cosine_logits(v, self.classes, self.scale)
+
+
+def prompt_embedding(texts: dict[str, Tensor], prompts: list[str]) -> Tensor:
+    """Normalise each prompt's embedding, average them, normalise again: (D,)."""
+    missing = [p for p in prompts if p not in texts]
+    if missing:
+        raise KeyError(f"the cache has no embedding for prompts {missing[:3]}; re-run `vl2v query` to buy them")
+    stacked = torch.stack([F.normalize(texts[p].float(), dim=-1) for p in prompts])
+    return F.normalize(stacked.mean(0), dim=-1)

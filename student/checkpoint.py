@@ -1,0 +1,61 @@
+"""A trained student as one `model.safetensors`: weights plus what prediction needs, and loading it back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from cache.prompts import all_prompts
+
+from .knowledge import TeacherKnowledge
+from .methods import Context, Method, get_method
+from .models import Backbone, clip_image_tower, timm_student
+
+MODEL_FILE = "model.safetensors"
+
+
+def save_student(method: Method, path: Path, meta: dict) -> None:
+    """Every tensor of the method (backbone, projector, heads, text embeddings) and, as metadata, how to rebuild it."""
+    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
+    meta = meta | {
+        "method": method.name,
+        "hparams": asdict(method.hparams),
+        "context": asdict(method.context),
+        "image_size": method.backbone.image_size,
+        "mean": list(method.backbone.mean),
+        "std": list(method.backbone.std),
+    }
+    save_file(state, str(path), metadata={"vl2v": json.dumps(meta)})
+
+
+def read_meta(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["vl2v"])
+
+
+def load_student(path: Path, device: str = "cpu") -> tuple[Method, dict]:
+    """Rebuild the method from `model.safetensors` alone: no cache, no teacher, no hub."""
+    meta = read_meta(path)
+    cls = get_method(meta["method"])
+    context = Context(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["context"].items()})
+    hparams = cls.Hparams(**meta["hparams"])
+    if meta["method"] == "sd":
+        backbone: Backbone = clip_image_tower(meta["student"], meta["student_weights"])
+    else:
+        backbone = timm_student(meta["student"], pretrained=False, weights=None, image_size=meta["image_size"])
+    method = cls(backbone, _placeholder_knowledge(meta, context), hparams, context)
+    with safe_open(str(path), "pt") as f:
+        method.load_state_dict({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (safe_open has no items)
+    return method.to(device).eval(), meta
+
+
+def _placeholder_knowledge(meta: dict, context: Context) -> TeacherKnowledge:
+    """Shapes only: every text embedding the constructor reads is overwritten by the saved tensors."""
+    dim, classes = int(meta["teacher_dim"]), list(meta["class_prompts"])
+    texts = {p: torch.ones(dim) for p in all_prompts(classes, context.anchors)}
+    return TeacherKnowledge(torch.zeros(0, dim), {}, texts, classes, float(meta["logit_scale"]), {})

@@ -1,0 +1,180 @@
+"""The DomainBed data protocol: per-domain 80/20 splits, per-domain training batches, evaluation loaders.
+
+Training batches are a pure function of (seed, step): which images, and the seed of each image's augmentation.
+A run resumed at step k therefore sees exactly the batches an uninterrupted run sees, whatever the workers do.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms as T
+
+from cache.datasets import Dataset as DomainDataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HOLDOUT = 0.2
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int
+    domain: int  # index into the dataset's domains
+    key: str | None  # sha256 of the file, if the cache has its embedding
+
+
+def domainbed_split(samples: list[Sample], trial_seed: int, domain_index: int) -> tuple[list[Sample], list[Sample]]:
+    """(in, out): a shuffle seeded from (trial seed, domain index); the first 20% are `out`."""
+    order = list(samples)
+    random.Random(f"domainbed-split:{trial_seed}:{domain_index}").shuffle(order)
+    n_out = int(len(order) * HOLDOUT)
+    return order[n_out:], order[:n_out]
+
+
+@dataclass
+class Splits:
+    """Every domain's in/out split, and which of the source `in` images can be trained on."""
+
+    domains: tuple[str, ...]
+    test_domain: int
+    splits: dict[int, tuple[list[Sample], list[Sample]]]
+
+    @property
+    def sources(self) -> list[int]:
+        return [d for d in range(len(self.domains)) if d != self.test_domain]
+
+    def train_sets(self) -> dict[int, list[Sample]]:
+        """Source `in` samples with a cached teacher embedding; the target domain is never among them."""
+        return {d: [s for s in self.splits[d][0] if s.key is not None] for d in self.sources}
+
+    def coverage(self) -> dict[str, dict[str, int]]:
+        return {
+            self.domains[d]: {"in_split": len(self.splits[d][0]), "with_embedding": len(samples)}
+            for d, samples in self.train_sets().items()
+        }
+
+
+def make_splits(dataset: DomainDataset, keys_by_path: dict[str, str], test_domain: str, trial_seed: int) -> Splits:
+    domains = dataset.domains
+    if test_domain not in domains:
+        raise ValueError(f"--test-domain {test_domain!r} is not one of {list(domains)}")
+    by_domain: dict[int, list[Sample]] = {i: [] for i in range(len(domains))}
+    index = {d: i for i, d in enumerate(domains)}
+    for f in dataset.files:
+        by_domain[index[f.domain]].append(Sample(f.path, f.label, index[f.domain], keys_by_path.get(f.path)))
+    return Splits(
+        domains, index[test_domain], {d: domainbed_split(samples, trial_seed, d) for d, samples in by_domain.items()}
+    )
+
+
+def train_transform(size: int, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> T.Compose:
+    """The papers' augmentation: RandomResizedCrop(scale 0.7-1), flip, ColorJitter(0.3 x4), grayscale 10%."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.7, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.3, 0.3, 0.3, 0.3),
+            T.RandomGrayscale(0.1),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def eval_transform(size: int, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> T.Compose:
+    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+
+
+class ImageFiles(Dataset):
+    """Images read from disk. An index is `i` or `(i, seed)`; a seed makes the augmentation reproducible."""
+
+    def __init__(self, root: Path, samples: list[Sample], transform: T.Compose) -> None:
+        self.root, self.samples, self.transform = root, samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        i, seed = index if isinstance(index, tuple) else (index, None)
+        sample = self.samples[i]
+        with Image.open(self.root / sample.path) as image:
+            image = image.convert("RGB")
+        if seed is not None:
+            torch.manual_seed(seed)  # torchvision draws its random parameters from torch's global generator
+            random.seed(seed)
+        return self.transform(image), sample.label, i
+
+
+class StepBatches(Sampler):
+    """Yields, for steps start..end-1, `per_domain` (index, augmentation seed) pairs from every source domain."""
+
+    def __init__(self, offsets: list[tuple[int, int]], per_domain: int, seed: int, start: int, end: int) -> None:
+        self.offsets, self.per_domain, self.seed, self.start, self.end = offsets, per_domain, seed, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.end):
+            yield batch_plan(self.offsets, self.per_domain, self.seed, step)
+
+
+def batch_plan(offsets: list[tuple[int, int]], per_domain: int, seed: int, step: int) -> list[tuple[int, int]]:
+    """The batch of `step`: for each source domain (its [first, first+count) rows), indices drawn with replacement
+    (as DomainBed's infinite loaders do) and one augmentation seed per image."""
+    rng = np.random.default_rng([seed, step])
+    plan = []
+    for first, count in offsets:
+        picks = rng.integers(0, count, per_domain)
+        seeds = rng.integers(0, 2**31 - 1, per_domain)
+        plan += [(first + int(i), int(s)) for i, s in zip(picks, seeds, strict=True)]
+    return plan
+
+
+def train_loader(
+    root: Path,
+    train_sets: dict[int, list[Sample]],
+    transform: T.Compose,
+    per_domain: int,
+    seed: int,
+    start: int,
+    end: int,
+    workers: int,
+) -> tuple[DataLoader, list[Sample]]:
+    """The training batches of steps [start, end), and the flat list of samples their indices point into."""
+    flat: list[Sample] = []
+    offsets = []
+    for samples in train_sets.values():
+        if not samples:
+            raise ValueError("a source domain has no cached training image; query more of it (`vl2v query`)")
+        offsets.append((len(flat), len(samples)))
+        flat += samples
+    sampler = StepBatches(offsets, per_domain, seed, start, end)
+    loader = DataLoader(
+        ImageFiles(root, flat, transform),
+        batch_sampler=sampler,
+        num_workers=workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+    )
+    return loader, flat
+
+
+def eval_loader(root: Path, samples: list[Sample], transform: T.Compose, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(
+        ImageFiles(root, samples, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,57 @@
+"""VL2V-ADiP (Addepalli et al., CVPR 2024): Align the projector, Distill into the backbone, Predict with text.
+
+Loss in both stages: lambda * mean(1 - cos(P f(x), I(x))) + (1 - lambda) * mean(1 - cos(P f(x), t_y)).
+Stage 1 trains only P and keeps its best source-validation checkpoint; stage 2 starts there, freezes P, trains
+the backbone and is SWAD-averaged. Prediction: s * cos(P f(x), t_c), the frozen text embeddings as classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from ..blocks import cosine_distill, projector
+from . import register_method
+from .base import Hparams, Method, Stage, _check
+
+
+@dataclass(frozen=True)
+class AdipHparams(Hparams):
+    distill_weight: float = 0.5  # lambda (paper and code)
+    averaging: str = "swad"  # stage 2 is reported SWAD-averaged
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 <= self.distill_weight <= 1, "distill_weight", "must be in [0, 1]")
+
+
+@register_method("adip")
+class ADiP(Method):
+    Hparams = AdipHparams
+    template_set = "photo"  # "a photo of a {class}"
+
+    def __init__(self, backbone, knowledge, hparams, context) -> None:
+        super().__init__(backbone, knowledge, hparams, context)
+        self.projector = projector(backbone.feature_dim, knowledge.dim, bias=True)
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        z = self.projector(self.backbone(batch["images"]))
+        image = cosine_distill(z, batch["teacher_image"])
+        text = cosine_distill(z, self.text.classes[batch["labels"]])
+        lam = self.hparams.distill_weight
+        return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}
+
+    def predict(self, images: Tensor) -> Tensor:
+        return self.text(self.projector(self.backbone(images)))
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("align", [{"params": list(self.projector.parameters())}], "none", restore_best=True),
+            Stage(
+                "distill",
+                [{"params": list(self.backbone.parameters())}],
+                self.hparams.averaging,
+                restore_best=self.hparams.averaging == "none",
+            ),
+        ]

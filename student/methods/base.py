@@ -1,0 +1,133 @@
+"""The one interface every distillation method implements, and the hyper-parameters they all share."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..blocks import TextHead, cosine_logits
+from ..knowledge import TeacherKnowledge
+from ..models import Backbone
+
+OPTIMIZERS = ("adam", "sgd")
+AVERAGING = ("none", "swad", "sma")
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """Shared by every method; each method's dataclass adds its own fields and paper defaults."""
+
+    optimizer: str = "adam"  # DomainBed and VL2V/SCMD: Adam
+    lr: float = 5e-5  # DomainBed's default, used by VL2V-ADiP and SCMD
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    lr_decay_at: float | None = None  # fraction of the steps after which lr is multiplied by 0.1
+    averaging: str = "none"  # none (best source-validation step), swad or sma
+    swad_n_converge: int = 3  # SWAD (Cha et al. 2021) defaults
+    swad_n_tolerance: int = 6
+    swad_tolerance_ratio: float = 0.3
+    sma_start: int = 300  # SMA from step 300 (SCMD)
+
+    def __post_init__(self) -> None:
+        _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {list(OPTIMIZERS)}")
+        _check(self.averaging in AVERAGING, "averaging", f"must be one of {list(AVERAGING)}")
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(self.lr_decay_at is None or 0 < self.lr_decay_at < 1, "lr_decay_at", "must be in (0, 1)")
+        _check(self.swad_n_converge >= 1 and self.swad_n_tolerance >= 1, "swad_n_converge", "must be >= 1")
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, str]) -> Hparams:
+        """Apply `--set key=value` strings, converted to each field's type; unknown keys list the valid ones."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, raw in overrides.items():
+            if key not in fields:
+                raise ValueError(f"--set {key}: unknown hyper-parameter of {cls.__name__}; valid: {sorted(fields)}")
+            values[key] = _parse(key, raw, fields[key].default)
+        return cls(**values)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"hyper-parameter {key} {message}")
+
+
+def _parse(key: str, raw: str, default: object) -> object:
+    if raw.lower() in ("none", "null") and default is None:
+        return None
+    kind = type(default) if default is not None else float
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"--set {key}={raw}: expected a {kind.__name__}") from None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Facts about the run a method may need: the dataset, the anchor words, the step budget, the classes."""
+
+    dataset: str
+    anchors: tuple[str, ...]  # RISE's anchor words for the source domains
+    total_steps: int
+    num_classes: int
+
+
+@dataclass
+class Stage:
+    """A phase of training: which parameters train, and how its final weights are chosen."""
+
+    name: str
+    param_groups: list[dict]
+    averaging: str
+    restore_best: bool = field(default=False)  # load the best source-validation weights when the stage ends
+
+
+class Method(nn.Module):
+    """A distillation method: a student backbone plus whatever heads it needs, and its loss.
+
+    Subclasses set `name`, `Hparams` and `template_set`, build their heads in `__init__`, and implement `loss` and
+    `predict`. Teacher tensors arrive in the batch as `teacher_*` and carry no gradient.
+    """
+
+    name: ClassVar[str]
+    Hparams: ClassVar[type[Hparams]]
+    template_set: ClassVar[str] = "photo"
+
+    def __init__(self, backbone: Backbone, knowledge: TeacherKnowledge, hparams: Hparams, context: Context) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.hparams = hparams
+        self.context = context
+        self.logit_scale = knowledge.logit_scale
+        self.text = TextHead(knowledge.class_embeddings(self.template_set), knowledge.logit_scale)
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def predict(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def stages(self) -> list[Stage]:
+        """By default one stage that trains every parameter."""
+        return [
+            Stage(
+                "train",
+                [{"params": [p for p in self.parameters() if p.requires_grad]}],
+                self.hparams.averaging,
+                restore_best=self.hparams.averaging == "none",
+            )
+        ]
+
+    def teacher_logits(self, teacher_image: Tensor) -> Tensor:
+        """z_t[c] = s * cos(I(x), t_c), computed locally from cached embeddings."""
+        with torch.no_grad():
+            return cosine_logits(teacher_image.float(), self.text.classes, self.logit_scale)

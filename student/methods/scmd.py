@@ -1,0 +1,82 @@
+"""SCMD (Leng et al., TMLR 2024): selective cross-modality distillation on the hardest samples.
+
+For the first 75% of steps only the 20% of each batch with the highest cross-entropy (computed without gradient)
+is trained on; then the full batch. Loss: CE + 0.5 KD(z_t, z_s) + 0.5 KD(z_t, z_cm), T = 3, where
+z_cm = s * cos(P f(x), t_c) with a learnable scale s (init 1/0.07, clamped to [1, 100], its own lr 1e-4).
+Weights are SMA-averaged from step 300; prediction uses the linear head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..blocks import cosine_logits, kd_loss, projector
+from . import register_method
+from .base import Hparams, Method, Stage, _check
+
+
+@dataclass(frozen=True)
+class ScmdHparams(Hparams):
+    averaging: str = "sma"
+    hard_fraction: float = 0.2
+    hard_until: float = 0.75  # fraction of the steps with hard-sample selection
+    kd_weight: float = 0.5
+    cross_modal_weight: float = 0.5
+    temperature: float = 3.0
+    scale_lr: float = 1e-4
+    init_scale: float = 1 / 0.07
+    max_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 < self.hard_fraction <= 1, "hard_fraction", "must be in (0, 1]")
+        _check(0 <= self.hard_until <= 1, "hard_until", "must be in [0, 1]")
+        _check(1 <= self.init_scale <= self.max_scale, "init_scale", "must be in [1, max_scale]")
+
+
+@register_method("scmd")
+class SCMD(Method):
+    Hparams = ScmdHparams
+    template_set = "scmd"  # "this is a photo of a {class}"
+
+    def __init__(self, backbone, knowledge, hparams, context) -> None:
+        super().__init__(backbone, knowledge, hparams, context)
+        self.head = nn.Linear(backbone.feature_dim, context.num_classes)
+        self.projector = projector(backbone.feature_dim, knowledge.dim, bias=False)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(hparams.init_scale)))
+
+    def select_hard(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Indices of the `hard_fraction` of the batch with the highest cross-entropy, found without gradient."""
+        with torch.no_grad():
+            losses = F.cross_entropy(self.head(self.backbone(images)), labels, reduction="none")
+        keep = max(1, math.ceil(self.hparams.hard_fraction * len(labels)))
+        return losses.topk(keep).indices
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        images, labels, teacher = batch["images"], batch["labels"], batch["teacher_image"]
+        if float(batch["progress"]) < self.hparams.hard_until:
+            kept = self.select_hard(images, labels)
+            images, labels, teacher = images[kept], labels[kept], teacher[kept]
+        features = self.backbone(images)
+        logits = self.head(features)
+        scale = self.log_scale.clamp(0, math.log(self.hparams.max_scale)).exp()
+        cross_modal = cosine_logits(self.projector(features), self.text.classes, scale)
+        target = self.teacher_logits(teacher)
+        ce = F.cross_entropy(logits, labels)
+        kd = kd_loss(target, logits, self.hparams.temperature)
+        kd_cm = kd_loss(target, cross_modal, self.hparams.temperature)
+        total = ce + self.hparams.kd_weight * kd + self.hparams.cross_modal_weight * kd_cm
+        return {"loss": total, "ce": ce, "kd": kd, "kd_cross_modal": kd_cm, "kept": torch.tensor(float(len(labels)))}
+
+    def predict(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def stages(self) -> list[Stage]:
+        rest = [p for n, p in self.named_parameters() if n != "log_scale" and p.requires_grad]
+        groups = [{"params": rest}, {"params": [self.log_scale], "lr": self.hparams.scale_lr}]
+        return [Stage("train", groups, self.hparams.averaging)]

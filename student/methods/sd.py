@@ -1,0 +1,41 @@
+"""VL2V-SD (white-box self-distillation): the student is the teacher's own image tower, all of it trained.
+
+Loss: 0.5 * mean(1 - cos(g(x), I(x))) + 0.5 * mean(1 - cos(g(x), t_y)); predict with the text head. The only
+method that needs the teacher's weights (a local open_clip checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from ..blocks import cosine_distill
+from . import register_method
+from .base import Hparams, Method, _check
+
+
+@dataclass(frozen=True)
+class SdHparams(Hparams):
+    distill_weight: float = 0.5
+    averaging: str = "swad"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 <= self.distill_weight <= 1, "distill_weight", "must be in [0, 1]")
+
+
+@register_method("sd")
+class SD(Method):
+    Hparams = SdHparams
+    white_box = True
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        g = self.backbone(batch["images"])
+        image = cosine_distill(g, batch["teacher_image"])
+        text = cosine_distill(g, self.text.classes[batch["labels"]])
+        lam = self.hparams.distill_weight
+        return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}
+
+    def predict(self, images: Tensor) -> Tensor:
+        return self.text(self.backbone(images))

@@ -1,0 +1,93 @@
+"""Students: timm backbones (features only), with BatchNorm statistics frozen, as the papers train ResNets."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from teacher_service.encoder import ClipEncoder
+
+
+class StudentError(ValueError):
+    """The student cannot be built as asked; the message says what to do."""
+
+
+class Backbone(nn.Module):
+    """A feature extractor `f(x)`: (B, 3, H, W) -> (B, feature_dim). BatchNorm layers stay in eval mode."""
+
+    def __init__(self, model: nn.Module, feature_dim: int, mean: tuple, std: tuple, image_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_dim = feature_dim
+        self.mean, self.std, self.image_size = tuple(mean), tuple(std), image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()  # frozen statistics (DomainBed's freeze_bn); the affine parameters still train
+        return self
+
+
+def timm_student(name: str, *, pretrained: bool, weights: Path | None, image_size: int) -> Backbone:
+    """`timm.create_model(name, num_classes=0)`; ImageNet weights from the hub, or `weights` (a state dict file)."""
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise StudentError(f"unknown timm model {name!r}" + (f"; did you mean {close}?" if close else ""))
+    try:
+        model = timm.create_model(name, pretrained=pretrained and weights is None, num_classes=0)
+    except Exception as e:  # the hub is unreachable, or the model has no pretrained weights
+        raise StudentError(
+            f"could not fetch pretrained weights for {name!r} ({type(e).__name__}: {e}); pass "
+            "--student-weights FILE (a timm state dict), or --no-pretrained to start from random weights"
+        ) from None
+    if weights is not None:
+        _load_weights(model, weights)
+    config = model.pretrained_cfg or {}
+    return Backbone(
+        model,
+        model.num_features,
+        config.get("mean", (0.485, 0.456, 0.406)),
+        config.get("std", (0.229, 0.224, 0.225)),
+        image_size,
+    )
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise StudentError(f"--student-weights {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(("fc.", "head.", "classifier."))]
+    if missing or unexpected:
+        raise StudentError(
+            f"--student-weights {path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def clip_image_tower(name: str, checkpoint: str | None) -> Backbone:
+    """The teacher's own image tower, from a local open_clip checkpoint (VL2V-SD, white-box)."""
+    if not checkpoint:
+        raise StudentError(
+            "method 'sd' trains the teacher's own image tower and needs its weights: pass --student-weights "
+            "with an open_clip checkpoint file or local-dir:FOLDER, and --student with its open_clip name"
+        )
+    encoder = ClipEncoder.load(name, checkpoint, device="cpu")
+    info = encoder.info
+    visual = encoder.model.visual.train().requires_grad_(True)
+    return Backbone(
+        visual, info.embedding_dim, tuple(info.preprocess["mean"]), tuple(info.preprocess["std"]), info.image_size[0]
+    )

@@ -1,0 +1,202 @@
+"""`distill(config)`: every (target domain, trial) run of one method, from the cache alone, into one run folder.
+
+RUN/config.json                      the resolved configuration
+RUN/summary.json                     per target domain: ID (source validation) and OOD (target) accuracy
+RUN/<target>/trial_<k>/results.jsonl DomainBed-style records (readable by DomainBed's collect_results)
+RUN/<target>/trial_<k>/model.safetensors   the student and what prediction needs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cache.datasets import REGISTRY, open_dataset, prompt_words
+from cache.store import EmbeddingCache
+
+from .checkpoint import MODEL_FILE, save_student
+from .data import eval_transform, make_splits, train_transform
+from .knowledge import TeacherKnowledge
+from .methods import Context, get_method
+from .models import clip_image_tower, timm_student
+from .trainer import Progress, TrainConfig, Trainer
+
+log = logging.getLogger("vl2v.distill")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What `vl2v distill` was asked to do."""
+
+    cache_dir: Path
+    method: str
+    student: str
+    out: Path
+    test_domains: tuple[str, ...] = ("all",)
+    pretrained: bool = True
+    student_weights: str | None = None
+    trials: int = 1
+    image_size: int = 224
+    data_dir: Path | None = None  # where the images are now, if they moved since the query
+    overrides: dict[str, str] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        get_method(self.method)
+        if self.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        if self.image_size < 8:
+            raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
+
+
+def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None) -> dict:
+    """Train and evaluate; returns the summary (also written to RUN/summary.json)."""
+    method_cls = get_method(config.method)
+    hparams = method_cls.Hparams.with_overrides(config.overrides)
+    with EmbeddingCache.open(config.cache_dir) as cache:
+        knowledge = TeacherKnowledge.from_cache(cache)
+        recorded = cache.dataset
+        keys_by_path = {p: k for k, paths in cache.items() if k in knowledge.index for p in paths}
+    root = Path(config.data_dir or recorded["root"])
+    dataset = open_dataset(recorded["name"], root)
+    targets = list(dataset.domains) if config.test_domains == ("all",) else list(config.test_domains)
+    for target in targets:
+        if target not in dataset.domains:
+            raise ValueError(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "config.json").write_text(json.dumps(_describe(config, hparams, knowledge), indent=2, default=str))
+
+    runs = []
+    for target in targets:
+        for trial in range(config.trials):
+            runs.append(_one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress))
+    summary = _summarise(config, runs, dataset.domains)
+    (config.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress) -> dict:
+    splits = make_splits(dataset, keys_by_path, target, trial_seed=trial)
+    coverage = splits.coverage()
+    log.info(
+        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)",
+        target,
+        trial,
+        sum(c["with_embedding"] for c in coverage.values()),
+        sum(c["in_split"] for c in coverage.values()),
+    )
+    backbone = _backbone(config)
+    spec = REGISTRY.get(dataset.name)
+    sources = tuple(dataset.domains[d] for d in splits.sources)
+    anchors = spec.anchor_words(sources) if spec else tuple(prompt_words(d) for d in sources)
+    context = Context(
+        dataset=dataset.name, anchors=anchors, total_steps=config.train.steps, num_classes=len(dataset.classes)
+    )
+    method = get_method(config.method)(backbone, knowledge, hparams, context)
+    run_dir = config.out / target / f"trial_{trial}"
+    train = TrainConfig(**(asdict(config.train) | {"seed": config.train.seed + trial}))
+    record_base = {
+        "args": {
+            "dataset": dataset.name,
+            "algorithm": config.method,
+            "test_envs": [splits.test_domain],
+            "trial_seed": trial,
+            "hparams_seed": 0,
+            "seed": train.seed,
+            "student": config.student,
+        },
+        "hparams": asdict(hparams),
+    }
+    transforms = (
+        train_transform(backbone.image_size, backbone.mean, backbone.std),
+        eval_transform(backbone.image_size, backbone.mean, backbone.std),
+    )
+    trainer = Trainer(
+        method,
+        knowledge,
+        splits,
+        dataset.root,
+        transforms,
+        train,
+        run_dir,
+        record_base,
+        on_progress=lambda p: on_progress(f"{target}/trial_{trial}", p),
+    )
+    final = trainer.fit(resume=config.resume)
+    save_student(
+        method,
+        run_dir / MODEL_FILE,
+        {
+            "student": config.student,
+            "student_weights": config.student_weights,
+            "dataset": dataset.name,
+            "classes": list(dataset.classes),
+            "class_prompts": list(dataset.class_prompts),
+            "domains": list(dataset.domains),
+            "teacher_dim": knowledge.dim,
+            "logit_scale": knowledge.logit_scale,
+            "teacher": {k: knowledge.teacher.get(k) for k in ("id", "fingerprint")},
+        },
+    )
+    return {
+        "test_domain": target,
+        "trial": trial,
+        "id_acc": final["source_val_acc"],
+        "ood_acc": final["target_acc"],
+        "trained_on": coverage,
+        "averaging": final.get("averaging", {}),
+        "run_dir": str(run_dir),
+    }
+
+
+def _backbone(config: DistillConfig):
+    if config.method == "sd":
+        return clip_image_tower(config.student, config.student_weights)
+    weights = Path(config.student_weights) if config.student_weights else None
+    return timm_student(config.student, pretrained=config.pretrained, weights=weights, image_size=config.image_size)
+
+
+def _summarise(config: DistillConfig, runs: list[dict], domains: tuple[str, ...]) -> dict:
+    per_target = []
+    for target in dict.fromkeys(r["test_domain"] for r in runs):
+        trials = [r for r in runs if r["test_domain"] == target]
+        per_target.append(
+            {
+                "test_domain": target,
+                "id_acc": statistics.fmean(r["id_acc"] for r in trials),
+                "ood_acc": statistics.fmean(r["ood_acc"] for r in trials),
+                "ood_stderr": _stderr([r["ood_acc"] for r in trials]),
+                "trials": len(trials),
+            }
+        )
+    return {
+        "method": config.method,
+        "student": config.student,
+        "run_dir": str(config.out),
+        "results": per_target,
+        "mean": {
+            "id_acc": statistics.fmean(r["id_acc"] for r in per_target),
+            "ood_acc": statistics.fmean(r["ood_acc"] for r in per_target),
+        },
+        "runs": runs,
+        "domains": list(domains),
+    }
+
+
+def _stderr(values: list[float]) -> float:
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+
+
+def _describe(config: DistillConfig, hparams, knowledge: TeacherKnowledge) -> dict:
+    return {
+        "config": asdict(config),
+        "hparams": asdict(hparams),
+        "teacher": {k: knowledge.teacher.get(k) for k in ("id", "fingerprint", "embedding_dim", "logit_scale")},
+        "note": "teacher embeddings are of the clean image (one paid query each); augmented views distil toward "
+        "them (METHODS.md, 'The offline cache versus the papers')",
+    }

@@ -1,0 +1,302 @@
+"""The shared trainer: optimizer, backward, weight averaging, evaluation, checkpoints and resume.
+
+Methods only define their loss and their stages; everything here is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .averaging import AVERAGING, NoAveraging, State, apply_average
+from .data import Splits, eval_loader, train_loader
+from .knowledge import TeacherKnowledge
+from .methods.base import Method, Stage
+
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 5001  # per stage (VL2V-ADiP, SCMD); DomainBed's default
+    batch_size: int = 32  # images per source domain per step
+    eval_every: int = 200
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    eval_batch_size: int = 64
+    amp: bool = True  # bf16 (or fp16 with loss scaling) autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+
+
+@dataclass
+class Progress:
+    stage: str
+    step: int
+    steps: int
+    losses: dict[str, float]
+    source_val_acc: float | None
+    images_per_s: float
+    eta_s: float
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return torch.device(device)
+
+
+class Trainer:
+    """Trains one method on one (test domain, trial) split and writes its records and checkpoints to `run_dir`."""
+
+    def __init__(
+        self,
+        method: Method,
+        knowledge: TeacherKnowledge,
+        splits: Splits,
+        root: Path,
+        transforms: tuple,
+        config: TrainConfig,
+        run_dir: Path,
+        record_base: dict,
+        on_progress: Callable[[Progress], None] = lambda p: None,
+    ) -> None:
+        self.method, self.knowledge, self.splits, self.root = method, knowledge, splits, root
+        self.train_transform, self.eval_transform = transforms
+        self.config, self.run_dir, self.record_base, self.on_progress = config, run_dir, record_base, on_progress
+        self.device = resolve_device(config.device)
+        self.method.to(self.device)
+        if self.device.type == "cuda":
+            self.method.to(memory_format=torch.channels_last)
+        self.eval_loaders = {
+            (d, part): eval_loader(root, samples, self.eval_transform, config.eval_batch_size, config.workers)
+            for d, (inside, outside) in splits.splits.items()
+            for part, samples in (("in", inside), ("out", outside))
+        }
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> dict:
+        """Run every stage, then evaluate the final weights; returns the final record."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stages = self.method.stages()
+        start_stage, start_step, saved = 0, 0, None
+        if resume and (self.run_dir / CHECKPOINT).is_file():
+            saved = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+            self.method.load_state_dict(saved["model"])
+            start_stage, start_step = saved["stage"], saved["step"]
+            _truncate(self.run_dir / RESULTS, saved["records"])
+        elif (self.run_dir / RESULTS).exists():
+            (self.run_dir / RESULTS).unlink()
+        for index in range(start_stage, len(stages)):
+            self._run_stage(
+                index, stages[index], start_step if index == start_stage else 0, saved if index == start_stage else None
+            )
+            saved = None
+        final = self._record("final", self.config.steps * len(stages), {}, final=True)
+        return final
+
+    def _run_stage(self, index: int, stage: Stage, start: int, saved: dict | None) -> None:
+        trainable = {id(p) for group in stage.param_groups for p in group["params"]}
+        for p in self.method.parameters():
+            p.requires_grad_(id(p) in trainable)
+        optimizer = self._optimizer(stage)
+        averager = _averager(stage.averaging, self.method.hparams)
+        best: tuple[float, State | None] = (-math.inf, None)
+        if saved is not None:
+            optimizer.load_state_dict(saved["optimizer"])
+            averager.load_state_dict(saved["averager"])
+            best = saved["best"]
+        train_sets = self.splits.train_sets()
+        loader, flat = train_loader(
+            self.root,
+            train_sets,
+            self.train_transform,
+            self.config.batch_size,
+            seed=self._seed(index),
+            start=start,
+            end=self.config.steps,
+            workers=self.config.workers,
+        )
+        rows = torch.tensor([self.knowledge.index[s.key] for s in flat])
+        labels = torch.tensor([s.label for s in flat])
+        scaler, autocast = self._amp()
+        started, losses = time.perf_counter(), {}
+        self.method.train()
+        for step, (images, _, picks) in enumerate(loader, start=start):
+            self._set_lr(optimizer, step)
+            torch.manual_seed(self._seed(index) * 1_000_003 + step)  # dropout etc.: a function of the step
+            batch = self._batch(images, labels[picks], rows[picks], step)
+            with autocast():
+                parts = self.method.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            averager.after_step(self.method, step)
+            losses = {k: float(v.detach()) for k, v in parts.items()}
+            done = step + 1
+            if done % self.config.eval_every == 0 or done == self.config.steps:
+                record = self._record(stage.name, done, losses)
+                averager.after_eval(self.method, done, record["source_val_loss"])
+                if record["source_val_acc"] > best[0]:
+                    best = (record["source_val_acc"], _copy_params(self.method))
+                self._checkpoint(index, done, optimizer, averager, best)
+                self.method.train()
+            elapsed = time.perf_counter() - started
+            rate = (done - start) * len(picks) / max(elapsed, 1e-9)
+            self.on_progress(
+                Progress(
+                    stage.name,
+                    done,
+                    self.config.steps,
+                    losses,
+                    None,
+                    rate,
+                    elapsed / max(done - start, 1) * (self.config.steps - done),
+                )
+            )
+        if stage.restore_best and best[1] is not None:
+            apply_average(self.method, best[1])
+        elif not isinstance(averager, NoAveraging):
+            apply_average(self.method, averager.averaged(self.method))
+        self.averaging_summary = averager.summary()
+        self._checkpoint(index + 1, 0, None, None, (-math.inf, None))
+
+    def _batch(self, images: Tensor, labels: Tensor, rows: Tensor, step: int) -> dict[str, Tensor]:
+        non_blocking = self.device.type == "cuda"
+        images = images.to(self.device, non_blocking=non_blocking)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return {
+            "images": images,
+            "labels": labels.to(self.device, non_blocking=non_blocking),
+            # Teacher tensors: looked up in memory, never part of the graph.
+            "teacher_image": self.knowledge.image_embeddings[rows].to(self.device).detach(),
+            "progress": torch.tensor(step / self.config.steps),
+        }
+
+    def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
+        h = self.method.hparams
+        groups = [dict(g) for g in stage.param_groups]
+        for group in groups:
+            group.setdefault("lr", h.lr)
+            group["initial_lr"] = group["lr"]
+        if h.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        return torch.optim.Adam(groups, lr=h.lr, weight_decay=h.weight_decay)
+
+    def _set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        decay_at = self.method.hparams.lr_decay_at
+        factor = 0.1 if decay_at is not None and step >= int(decay_at * self.config.steps) else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def _amp(self):
+        if self.device.type != "cuda" or not self.config.amp:
+            return torch.amp.GradScaler("cpu", enabled=False), contextlib.nullcontext
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        return scaler, lambda: torch.autocast("cuda", dtype=dtype)
+
+    def _seed(self, stage_index: int) -> int:
+        return self.config.seed * 100 + stage_index
+
+    # -- evaluation and records ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Accuracy of every domain's in and out split; loss and accuracy on the source `out` splits."""
+        self.method.eval()
+        out: dict = {}
+        val_loss, val_count = 0.0, 0
+        _, autocast = self._amp()
+        for (d, part), loader in self.eval_loaders.items():
+            correct = total = 0
+            for images, labels, _ in loader:
+                images, labels = images.to(self.device), labels.to(self.device)
+                with autocast():
+                    logits = self.method.predict(images).float()
+                correct += int((logits.argmax(1) == labels).sum())
+                total += len(labels)
+                if part == "out" and d != self.splits.test_domain:
+                    val_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+                    val_count += len(labels)
+            out[f"env{d}_{part}_acc"] = correct / max(total, 1)
+            out[f"env{d}_{part}_count"] = total
+        sources = self.splits.sources
+        out["source_val_acc"] = sum(out[f"env{d}_out_acc"] for d in sources) / len(sources)
+        out["source_val_loss"] = val_loss / max(val_count, 1)
+        t = self.splits.test_domain
+        target_total = out[f"env{t}_in_count"] + out[f"env{t}_out_count"]
+        out["target_acc"] = (
+            out[f"env{t}_in_acc"] * out[f"env{t}_in_count"] + out[f"env{t}_out_acc"] * out[f"env{t}_out_count"]
+        ) / max(target_total, 1)
+        return out
+
+    def _record(self, stage: str, step: int, losses: dict, final: bool = False) -> dict:
+        record = {
+            **self.record_base,
+            "stage": stage,
+            "step": step,
+            **self.evaluate(),
+            **{f"loss_{k}": v for k, v in losses.items()},
+        }
+        if final:
+            record["final"] = True
+            record["averaging"] = getattr(self, "averaging_summary", {})
+        with (self.run_dir / RESULTS).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.on_progress(Progress(stage, step, self.config.steps, losses, record["source_val_acc"], 0.0, 0.0))
+        return record
+
+    def _checkpoint(self, stage: int, step: int, optimizer, averager, best) -> None:
+        records = sum(1 for _ in (self.run_dir / RESULTS).open()) if (self.run_dir / RESULTS).exists() else 0
+        state = {
+            "stage": stage,
+            "step": step,
+            "model": self.method.state_dict(),
+            "records": records,
+            "optimizer": optimizer.state_dict() if optimizer else None,
+            "averager": averager.state_dict() if averager else None,
+            "best": best,
+        }
+        partial = self.run_dir / (CHECKPOINT + ".part")
+        torch.save(state, partial)
+        partial.replace(self.run_dir / CHECKPOINT)  # atomic: a kill never leaves half a checkpoint
+
+
+def _averager(kind: str, h) -> object:
+    if kind == "swad":
+        return AVERAGING["swad"](h.swad_n_converge, h.swad_n_tolerance, h.swad_tolerance_ratio)
+    if kind == "sma":
+        return AVERAGING["sma"](h.sma_start)
+    return NoAveraging()
+
+
+def _copy_params(model: torch.nn.Module) -> State:
+    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
+
+
+def _truncate(path: Path, lines: int) -> None:
+    if path.exists():
+        kept = path.read_text().splitlines(keepends=True)[:lines]
+        path.write_text("".join(kept))

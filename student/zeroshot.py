@@ -1,0 +1,36 @@
+"""The teacher's own zero-shot accuracy per domain, from cached embeddings alone: the teacher row of every table."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import PurePosixPath
+
+import torch
+
+from cache.store import EmbeddingCache
+
+from .blocks import cosine_logits
+from .knowledge import TeacherKnowledge
+
+
+def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> dict:
+    """{"accuracy": {domain: acc}, "images": {domain: n}, "mean": ...}; no query is made."""
+    knowledge = TeacherKnowledge.from_cache(cache)
+    classes = knowledge.class_embeddings(template_set)
+    raw_classes = list(cache.dataset["classes"])
+    label = {name: i for i, name in enumerate(raw_classes)}
+    rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for key, paths in cache.items():
+        if key not in knowledge.index:
+            continue
+        for path in paths:
+            domain, name = PurePosixPath(path).parts[:2]
+            rows[domain].append((knowledge.index[key], label[name]))
+    accuracy, counts = {}, {}
+    for domain in sorted(rows):
+        index, labels = (torch.tensor(x) for x in zip(*rows[domain], strict=True))
+        logits = cosine_logits(knowledge.image_embeddings[index], classes, knowledge.logit_scale)
+        accuracy[domain] = float((logits.argmax(1) == labels).float().mean())
+        counts[domain] = len(labels)
+    mean = sum(accuracy.values()) / len(accuracy) if accuracy else None
+    return {"template_set": template_set, "accuracy": accuracy, "images": counts, "mean": mean}
