@@ -11,8 +11,10 @@ import typer
 
 from .cache_cmd import cache_app
 from .data import data_app
+from .distill import distill_command
 from .query import query
 from .serve import serve
+from .student_cmds import evaluate, predict, report, zeroshot
 
 app = typer.Typer(
     name="vl2v",
@@ -23,6 +25,11 @@ app = typer.Typer(
 )
 app.command()(serve)
 app.command()(query)
+app.command("distill")(distill_command)
+app.command()(zeroshot)
+app.command()(evaluate)
+app.command()(predict)
+app.command()(report)
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 

@@ -55,6 +55,6 @@ def prompt_embedding(texts: dict[str, Tensor], prompts: list[str]) -> Tensor:
     """Normalise each prompt's embedding, average them, normalise again: (D,)."""
     missing = [p for p in prompts if p not in texts]
     if missing:
-        raise KeyError(f"the cache has no embedding for prompts {missing[:3]}; re-run `vl2v query` to buy them")
+        raise ValueError(f"the cache has no embedding for prompts {missing[:3]}; re-run `vl2v query` to buy them")
     stacked = torch.stack([F.normalize(texts[p].float(), dim=-1) for p in prompts])
     return F.normalize(stacked.mean(0), dim=-1)

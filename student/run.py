@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from cache.datasets import REGISTRY, open_dataset, prompt_words
 from cache.store import EmbeddingCache
 
@@ -90,6 +92,8 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         sum(c["with_embedding"] for c in coverage.values()),
         sum(c["in_split"] for c in coverage.values()),
     )
+    train = TrainConfig(**(asdict(config.train) | {"seed": config.train.seed + trial}))
+    torch.manual_seed(train.seed)  # the student's initial weights (random heads, --no-pretrained backbones)
     backbone = _backbone(config)
     spec = REGISTRY.get(dataset.name)
     sources = tuple(dataset.domains[d] for d in splits.sources)
@@ -99,7 +103,6 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
     )
     method = get_method(config.method)(backbone, knowledge, hparams, context)
     run_dir = config.out / target / f"trial_{trial}"
-    train = TrainConfig(**(asdict(config.train) | {"seed": config.train.seed + trial}))
     record_base = {
         "args": {
             "dataset": dataset.name,

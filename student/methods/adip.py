@@ -37,7 +37,7 @@ class ADiP(Method):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z = self.projector(self.backbone(batch["images"]))
-        image = cosine_distill(z, batch["teacher_image"])
+        image = cosine_distill(z, self.teacher_image(batch))
         text = cosine_distill(z, self.text.classes[batch["labels"]])
         lam = self.hparams.distill_weight
         return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}

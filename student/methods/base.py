@@ -127,6 +127,11 @@ class Method(nn.Module):
             )
         ]
 
+    @staticmethod
+    def teacher_image(batch: dict[str, Tensor]) -> Tensor:
+        """I(x), the cached teacher embedding, detached: no gradient ever reaches a teacher tensor."""
+        return batch["teacher_image"].detach()
+
     def teacher_logits(self, teacher_image: Tensor) -> Tensor:
         """z_t[c] = s * cos(I(x), t_c), computed locally from cached embeddings."""
         with torch.no_grad():

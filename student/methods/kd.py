@@ -34,7 +34,7 @@ class KD(Method):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.head(self.backbone(batch["images"]))
         ce = F.cross_entropy(logits, batch["labels"])
-        kd = kd_loss(self.teacher_logits(batch["teacher_image"]), logits, self.hparams.temperature)
+        kd = kd_loss(self.teacher_logits(self.teacher_image(batch)), logits, self.hparams.temperature)
         return {"loss": ce + self.hparams.kd_weight * kd, "ce": ce, "kd": kd}
 
     def predict(self, images: Tensor) -> Tensor:

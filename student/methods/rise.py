@@ -72,7 +72,7 @@ class RISE(Method):
         e = self.embed(self.backbone(batch["images"]))
         logits = self.head(e)
         ce = F.cross_entropy(logits, labels)
-        kd = kd_loss(self.teacher_logits(batch["teacher_image"]), logits, self.hparams.temperature)
+        kd = kd_loss(self.teacher_logits(self.teacher_image(batch)), logits, self.hparams.temperature)
         absolute = cosine_distill(e, self.text.classes[labels])
         relative = self.relative_distance(e, labels)
         total = self.kd_weight * kd + self.ce_weight * ce + self.hparams.distance_weight * (absolute + relative)

@@ -58,7 +58,7 @@ class SCMD(Method):
         return losses.topk(keep).indices
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        images, labels, teacher = batch["images"], batch["labels"], batch["teacher_image"]
+        images, labels, teacher = batch["images"], batch["labels"], self.teacher_image(batch)
         if float(batch["progress"]) < self.hparams.hard_until:
             kept = self.select_hard(images, labels)
             images, labels, teacher = images[kept], labels[kept], teacher[kept]

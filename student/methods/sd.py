@@ -32,7 +32,7 @@ class SD(Method):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         g = self.backbone(batch["images"])
-        image = cosine_distill(g, batch["teacher_image"])
+        image = cosine_distill(g, self.teacher_image(batch))
         text = cosine_distill(g, self.text.classes[batch["labels"]])
         lam = self.hparams.distill_weight
         return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}

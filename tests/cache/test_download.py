@@ -62,8 +62,9 @@ def test_download_unpacks_into_the_domainbed_layout_and_checks_counts(mirror, pa
 def test_the_cli_downloads_with_json_output(mirror, pacs_mini, tmp_path):
     folder, url = mirror
     (folder / "PACS.zip").write_bytes(pacs_zip(pacs_mini, per_class=1))
-    result = CliRunner().invoke(app, ["data", "download", "pacs", "--data-dir", str(tmp_path), "--mirror", url,
-                                      "--json"])
+    result = CliRunner().invoke(
+        app, ["data", "download", "pacs", "--data-dir", str(tmp_path), "--mirror", url, "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert sum(json.loads(result.stdout)["images_by_domain"].values()) == 28
 

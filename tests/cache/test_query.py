@@ -324,8 +324,11 @@ def test_the_headline_command_needs_no_flag_beyond_dataset_and_budget(vendor, pa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "PACS").symlink_to(pacs_mini)  # the DomainBed layout under the default ./data
-    result = CliRunner().invoke(app, ["query", "--dataset", "pacs", "--budget", "12"],
-                                env={"VL2V_API_KEY": "sk-carol", "VL2V_TEACHER_URL": vendor.url})
+    result = CliRunner().invoke(
+        app,
+        ["query", "--dataset", "pacs", "--budget", "12"],
+        env={"VL2V_API_KEY": "sk-carol", "VL2V_TEACHER_URL": vendor.url},
+    )
     assert result.exit_code == 0, result.output
     assert "images paid" in result.output and server_images(vendor) == 12
     with EmbeddingCache.open(tmp_path / "cache") as cache:

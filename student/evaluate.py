@@ -1,0 +1,81 @@
+"""Using a saved student: accuracy on any dataset folder, and top-k predictions for image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cache.datasets import DatasetError, open_dataset
+
+from .checkpoint import MODEL_FILE, load_student
+from .data import Sample, eval_loader, eval_transform
+from .trainer import resolve_device
+
+
+def find_models(run: Path) -> list[Path]:
+    """`run` itself if it is a model file, else every model under it (sorted)."""
+    if run.is_file():
+        return [run]
+    models = sorted(run.rglob(MODEL_FILE))
+    if not models:
+        raise FileNotFoundError(f"no {MODEL_FILE} under {run} (is it a `vl2v distill --out` folder?)")
+    return models
+
+
+@torch.no_grad()
+def evaluate_model(
+    model_path: Path, data_dir: Path, *, device: str = "auto", workers: int = 2, batch_size: int = 64
+) -> dict:
+    """Accuracy per domain of the dataset at `data_dir` (the one the student was trained on, or an imagefolder
+    whose class folders carry the same names)."""
+    target = resolve_device(device)
+    method, meta = load_student(model_path, str(target))
+    try:
+        dataset = open_dataset(meta["dataset"], data_dir)
+    except DatasetError:
+        dataset = open_dataset("imagefolder", data_dir)
+    label_of = {name: i for i, name in enumerate(meta["classes"])}
+    unknown = sorted(set(dataset.classes) - set(label_of))
+    if unknown:
+        raise DatasetError(f"{data_dir}: classes {unknown[:5]} are not among the student's {meta['classes'][:5]}...")
+    transform = eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]))
+    accuracy = {}
+    for domain in dataset.domains:
+        samples = [
+            Sample(f.path, label_of[dataset.classes[f.label]], 0, None) for f in dataset.files if f.domain == domain
+        ]
+        correct = 0
+        for images, labels, _ in eval_loader(dataset.root, samples, transform, batch_size, workers):
+            correct += int((method.predict(images.to(target)).argmax(1).cpu() == labels).sum())
+        accuracy[domain] = correct / len(samples)
+    return {
+        "model": str(model_path),
+        "data_dir": str(dataset.root),
+        "accuracy": accuracy,
+        "mean": sum(accuracy.values()) / len(accuracy),
+    }
+
+
+@torch.no_grad()
+def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, device: str = "auto") -> list[dict]:
+    target = resolve_device(device)
+    method, meta = load_student(model_path, str(target))
+    transform = eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]))
+    out = []
+    for path in images:
+        with Image.open(path) as image:
+            pixels = transform(image.convert("RGB"))[None].to(target)
+        probs = method.predict(pixels).float().softmax(-1)[0].cpu()
+        values, indices = probs.topk(min(top_k, len(probs)))
+        out.append(
+            {
+                "image": str(path),
+                "top": [
+                    {"class": meta["classes"][i], "probability": float(v)}
+                    for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+                ],
+            }
+        )
+    return out

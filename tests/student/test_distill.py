@@ -1,0 +1,333 @@
+"""`vl2v distill` end to end on a pacs-mini cache with a tiny timm student: outputs, protocol, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli.app import app
+from cli.exit_codes import ERROR
+from student import data as student_data
+from student.checkpoint import load_student
+from student.methods import method_names
+from student.run import DistillConfig, distill
+from student.trainer import CHECKPOINT, TrainConfig
+
+from ..conftest import TINY, wait_until
+
+TINY_STUDENT = ["--student", "test_resnet", "--no-pretrained", "--image-size", "32"]
+SHORT = ["--steps", "4", "--eval-every", "2", "--batch-size", "8", "--workers", "0"]
+FAST = TINY_STUDENT + SHORT
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
+
+
+def distill_cli(cache: Path, out: Path, method: str, *extra: str) -> dict:
+    code, output = run_cli(
+        "distill",
+        "--cache",
+        str(cache),
+        "--method",
+        method,
+        "--test-domain",
+        "sketch",
+        "--out",
+        str(out),
+        "--json",
+        *FAST,
+        *extra,
+    )
+    assert code == 0, output
+    return json.loads(output)
+
+
+@pytest.mark.parametrize("method", [m for m in ["erm", "kd", "rise", "scmd", "adip"]])
+def test_every_black_box_method_trains_and_writes_every_output(pacs_cache, tmp_path, method):
+    result = distill_cli(pacs_cache, tmp_path / method, method)
+    assert result["run_dir"] == str(tmp_path / method)
+    (row,) = result["results"]
+    assert row["test_domain"] == "sketch" and 0 <= row["id_acc"] <= 1 and 0 <= row["ood_acc"] <= 1
+    run = tmp_path / method / "sketch" / "trial_0"
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    stages = 2 if method == "adip" else 1
+    assert len(records) == 2 * stages + 1 and records[-1]["final"]
+    for key in ("env0_in_acc", "env3_out_acc", "step", "hparams", "args"):
+        assert key in records[0]
+    assert records[0]["args"]["test_envs"] == [3] and records[0]["args"]["algorithm"] == method
+    config = json.loads((tmp_path / method / "config.json").read_text())
+    assert config["config"]["method"] == method and config["teacher"]["id"] == TINY
+    summary = json.loads((tmp_path / method / "summary.json").read_text())
+    assert summary["runs"][0]["trained_on"]["photo"] == {"in_split": 224, "with_embedding": 224}
+    student, meta = load_student(run / "model.safetensors")
+    assert meta["classes"][0] == "dog" and student.predict(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_sd_trains_the_teachers_own_image_tower_and_needs_its_weights(pacs_cache, tiny_checkpoint, tmp_path):
+    code, output = run_cli(
+        "distill",
+        "--cache",
+        str(pacs_cache),
+        "--method",
+        "sd",
+        "--student",
+        TINY,
+        "--test-domain",
+        "sketch",
+        "--out",
+        str(tmp_path / "x"),
+        *SHORT,
+    )
+    assert code == ERROR and "needs its weights" in output
+    code, output = run_cli(
+        "distill",
+        "--cache",
+        str(pacs_cache),
+        "--method",
+        "sd",
+        "--student",
+        TINY,
+        "--student-weights",
+        str(tiny_checkpoint),
+        "--test-domain",
+        "sketch",
+        "--out",
+        str(tmp_path / "sd"),
+        "--json",
+        *SHORT,
+    )
+    assert code == 0, output
+    result = json.loads(output)
+    assert 0 <= result["results"][0]["ood_acc"] <= 1
+
+
+def test_all_test_domains_and_trials_give_one_run_each(pacs_cache, tmp_path):
+    code, output = run_cli(
+        "distill",
+        "--cache",
+        str(pacs_cache),
+        "--method",
+        "erm",
+        "--out",
+        str(tmp_path / "r"),
+        "--trials",
+        "2",
+        "--json",
+        *TINY_STUDENT,
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+    )
+    assert code == 0, output
+    result = json.loads(output)
+    assert [r["test_domain"] for r in result["results"]] == ["art_painting", "cartoon", "photo", "sketch"]
+    assert len(list((tmp_path / "r").rglob("model.safetensors"))) == 8
+
+
+def test_adip_stage_one_trains_only_the_projector_and_stage_two_only_the_backbone(pacs_cache, tmp_path):
+    snapshots = {}
+
+    def snap(method, stage):
+        snapshots[stage] = {n: p.detach().clone() for n, p in method.named_parameters()}
+
+    from student import trainer as trainer_module
+
+    original = trainer_module.Trainer._run_stage
+
+    def recording(self, index, stage, start, saved):
+        snap(self.method, f"before_{stage.name}")
+        original(self, index, stage, start, saved)
+        snap(self.method, f"after_{stage.name}")
+
+    trainer_module.Trainer._run_stage = recording
+    try:
+        distill(
+            DistillConfig(
+                cache_dir=pacs_cache,
+                method="adip",
+                student="test_resnet",
+                pretrained=False,
+                out=tmp_path,
+                test_domains=("sketch",),
+                image_size=32,
+                train=TrainConfig(steps=3, eval_every=1, batch_size=4, workers=0),
+            )
+        )
+    finally:
+        trainer_module.Trainer._run_stage = original
+
+    def changed(a: str, b: str) -> set[str]:
+        return {n for n in snapshots[a] if not torch.equal(snapshots[a][n], snapshots[b][n])}
+
+    stage1, stage2 = changed("before_align", "after_align"), changed("before_distill", "after_distill")
+    assert stage1 and all(n.startswith("projector.") for n in stage1)
+    assert stage2 and all(n.startswith("backbone.") for n in stage2)
+
+
+def test_the_target_domain_never_reaches_a_training_batch(pacs_cache, tmp_path, monkeypatch):
+    trained, evaluated = set(), set()
+    original = student_data.ImageFiles.__getitem__
+
+    def spy(self, index):
+        i = index[0] if isinstance(index, tuple) else index
+        (trained if isinstance(index, tuple) else evaluated).add(self.samples[i].path.split("/")[0])
+        return original(self, index)
+
+    monkeypatch.setattr(student_data.ImageFiles, "__getitem__", spy)
+    distill(
+        DistillConfig(
+            cache_dir=pacs_cache,
+            method="kd",
+            student="test_resnet",
+            pretrained=False,
+            out=tmp_path,
+            test_domains=("cartoon",),
+            image_size=32,
+            train=TrainConfig(steps=20, eval_every=10, batch_size=8, workers=0),
+        )
+    )
+    assert trained == {"art_painting", "photo", "sketch"}, "training read only source images"
+    assert "cartoon" in evaluated, "the target is evaluated"
+
+
+def test_zeroshot_reports_the_teachers_accuracy_from_the_cache(pacs_cache):
+    code, output = run_cli("zeroshot", "--cache", str(pacs_cache), "--json")
+    result = json.loads(output)
+    assert code == 0 and set(result["accuracy"]) == {"art_painting", "cartoon", "photo", "sketch"}
+    assert all(0 <= a <= 1 for a in result["accuracy"].values()) and result["images"]["photo"] == 280
+
+
+def test_evaluate_predict_and_report_use_saved_runs(pacs_cache, pacs_mini, tmp_path):
+    for method in ("erm", "kd"):
+        distill_cli(pacs_cache, tmp_path / method, method)
+    code, output = run_cli("evaluate", str(tmp_path / "erm"), "--data-dir", str(pacs_mini), "--workers", "0", "--json")
+    accuracy = json.loads(output)["results"][0]["accuracy"]
+    assert code == 0 and set(accuracy) == {"art_painting", "cartoon", "photo", "sketch"}
+    image = next((pacs_mini / "photo" / "dog").iterdir())
+    code, output = run_cli("predict", str(tmp_path / "erm"), str(image), "--top-k", "2", "--json")
+    top = json.loads(output)["predictions"][0]["top"]
+    assert code == 0 and len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
+    code, output = run_cli(
+        "report",
+        str(tmp_path / "erm"),
+        str(tmp_path / "kd"),
+        "--out",
+        str(tmp_path / "r.md"),
+        "--chart",
+        str(tmp_path / "r.png"),
+    )
+    assert code == 0 and "| erm |" in output and "| kd |" in output
+    assert Image.open(tmp_path / "r.png").size[0] > 100
+
+
+def test_a_run_killed_mid_way_resumes_to_the_same_result(pacs_cache, tmp_path):
+    args = [
+        "--cache",
+        str(pacs_cache),
+        "--method",
+        "adip",
+        "--test-domain",
+        "photo",
+        "--student",
+        "test_resnet",
+        "--no-pretrained",
+        "--image-size",
+        "32",
+        "--steps",
+        "8",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--json",
+    ]
+    whole = run_cli("distill", *args, "--out", str(tmp_path / "whole"))
+    assert whole[0] == 0, whole[1]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "cli", "distill", *args, "--out", str(tmp_path / "killed")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "photo" / "trial_0" / CHECKPOINT
+
+    def mid_stage_two() -> bool:
+        if not checkpoint.exists():
+            return False
+        with contextlib_suppress():
+            state = torch.load(checkpoint, weights_only=False)
+            return state["stage"] == 1 and state["step"] >= 2
+        return False
+
+    wait_until(mid_stage_two, what="a checkpoint inside stage two", timeout=120)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    resumed = run_cli("distill", *args, "--out", str(tmp_path / "killed"), "--resume")
+    assert resumed[0] == 0, resumed[1]
+    assert json.loads(resumed[1])["results"] == json.loads(whole[1])["results"]
+    a = (tmp_path / "whole" / "photo" / "trial_0" / "results.jsonl").read_text().splitlines()
+    b = (tmp_path / "killed" / "photo" / "trial_0" / "results.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(x).items()} for x in a], [json.loads(x) for x in b]
+    assert strip[0] == strip[1], "every record, not only the last, matches the uninterrupted run"
+
+
+class contextlib_suppress:
+    """Reading a checkpoint while it is being replaced may fail; try again."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.01)
+        return exc[0] is not None
+
+
+def test_unknown_targets_and_bad_values_are_one_line_errors(pacs_cache, tmp_path):
+    code, output = run_cli(
+        "distill",
+        "--cache",
+        str(pacs_cache),
+        "--method",
+        "erm",
+        "--test-domain",
+        "sketches",
+        "--out",
+        str(tmp_path),
+        *FAST,
+    )
+    assert code == ERROR and "'sketches' is not one of" in output
+    code, output = run_cli(
+        "distill", "--cache", str(pacs_cache), "--method", "adip", "--set", "lr=-3", "--out", str(tmp_path), *FAST
+    )
+    assert code == ERROR and "lr must be > 0" in output
+    code, output = run_cli(
+        "distill",
+        "--cache",
+        str(pacs_cache),
+        "--method",
+        "erm",
+        "--student",
+        "resnet5o",
+        "--no-pretrained",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == ERROR and "unknown timm model 'resnet5o'" in output
+    assert set(method_names()) >= {"erm", "sd"}
