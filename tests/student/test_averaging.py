@@ -65,4 +65,4 @@ def test_apply_average_loads_parameters_only():
     m = nn.BatchNorm1d(1)
     m.running_mean.fill_(7.0)
     apply_average(m, {"weight": torch.tensor([2.0]), "bias": torch.tensor([3.0])})
-    assert float(m.weight) == 2.0 and float(m.bias) == 3.0 and float(m.running_mean) == 7.0
+    assert m.weight.item() == 2.0 and m.bias.item() == 3.0 and m.running_mean.item() == 7.0
