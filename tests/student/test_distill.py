@@ -76,41 +76,12 @@ def test_every_black_box_method_trains_and_writes_every_output(pacs_cache, tmp_p
 
 
 def test_sd_trains_the_teachers_own_image_tower_and_needs_its_weights(pacs_cache, tiny_checkpoint, tmp_path):
-    code, output = run_cli(
-        "distill",
-        "--cache",
-        str(pacs_cache),
-        "--method",
-        "sd",
-        "--student",
-        TINY,
-        "--test-domain",
-        "sketch",
-        "--out",
-        str(tmp_path / "x"),
-        *SHORT,
-    )
+    sd = ["distill", "--cache", str(pacs_cache), "--method", "sd", "--student", TINY, "--test-domain", "sketch", *SHORT]
+    code, output = run_cli(*sd, "--out", str(tmp_path / "x"))
     assert code == ERROR and "needs its weights" in output
-    code, output = run_cli(
-        "distill",
-        "--cache",
-        str(pacs_cache),
-        "--method",
-        "sd",
-        "--student",
-        TINY,
-        "--student-weights",
-        str(tiny_checkpoint),
-        "--test-domain",
-        "sketch",
-        "--out",
-        str(tmp_path / "sd"),
-        "--json",
-        *SHORT,
-    )
+    code, output = run_cli(*sd, "--student-weights", str(tiny_checkpoint), "--out", str(tmp_path / "sd"), "--json")
     assert code == 0, output
-    result = json.loads(output)
-    assert 0 <= result["results"][0]["ood_acc"] <= 1
+    assert 0 <= json.loads(output)["results"][0]["ood_acc"] <= 1
 
 
 def test_all_test_domains_and_trials_give_one_run_each(pacs_cache, tmp_path):
