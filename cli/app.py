@@ -11,6 +11,7 @@ import typer
 
 from .cache_cmd import cache_app
 from .data import data_app
+from .demo import demo
 from .distill import distill_command
 from .query import query
 from .serve import serve
@@ -23,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command()(demo)
 app.command()(serve)
 app.command()(query)
 app.command("distill")(distill_command)

@@ -27,6 +27,25 @@ LOCAL_DIR = "local-dir:"
 LOCAL_DIR_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
+DEMO = "demo"  # `--model demo`: the small CLIP shipped with vl2v, trained on the demo world
+
+
+def verified_demo_weights() -> Path:
+    """The packaged demo teacher's folder, after checking its weights against the shipped sha256."""
+    folder = Path(str(resources.files("teacher_service") / "demo" / "vl2v-demo"))
+    sums = folder / "SHA256SUMS"
+    if not sums.is_file():
+        raise ConfigError(
+            f"the demo teacher is not installed ({folder} has no weights); "
+            "train it with `python -m teacher_service.demo.train`"
+        )
+    expected, name = sums.read_text().split()
+    actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    if actual != expected:
+        raise ConfigError(f"{folder / name} has sha256 {actual[:12]}, expected {expected[:12]}: reinstall vl2v")
+    return folder
+
+
 class RandomWeightsRefused(ConfigError):
     """The requested model would be served with randomly initialised weights."""
 
@@ -58,6 +77,8 @@ def resolve_source(model: str, pretrained: str | None, allow_random: bool) -> We
         RandomWeightsRefused: no weights were named and `allow_random` is false.
     """
     register_packaged_configs()
+    if model == DEMO:
+        model, pretrained = f"{LOCAL_DIR}{verified_demo_weights()}", None
     if pretrained and pretrained.startswith(LOCAL_DIR):
         model, pretrained = pretrained, None
     if model.startswith(LOCAL_DIR):

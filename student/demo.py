@@ -1,0 +1,181 @@
+"""`vl2v demo`: the whole pipeline on the embedded world, vendor and client both played locally.
+
+Generate the world -> start the demo teacher as a vendor (subprocess, loopback, throwaway key) -> buy embeddings
+-> teacher zero-shot -> distil each method for one target domain -> one table and one chart -> stop the vendor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from cache.client import TeacherClient
+from cache.query import QueryConfig, run_query
+from cache.store import EmbeddingCache
+from teacher_service.demo.world import DOMAINS, write_benchmark
+
+from .report import chart
+from .run import DistillConfig, distill
+from .trainer import Progress, TrainConfig
+from .zeroshot import zeroshot_accuracy
+
+Event = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path = Path("vl2v-demo")
+    target: str = "sketch"
+    methods: tuple[str, ...] = ("erm", "kd", "adip")
+    student: str = "resnet18"
+    steps: int = 300  # per stage
+    lr: float = 1e-3  # students start from scratch here, not from ImageNet weights as in the papers (5e-5)
+    batch_size: int = 16  # per source domain
+    eval_every: int = 100
+    per_class: int = 40  # images per domain and class
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.target not in DOMAINS:
+            raise ValueError(f"--target {self.target!r} is not one of {list(DOMAINS)}")
+
+
+def run_demo(
+    config: DemoConfig,
+    on_event: Event = lambda line: None,
+    on_progress: Callable[[str, Progress], None] = lambda run, p: None,
+) -> dict:
+    """Run every step; returns the result (also written to OUT/demo.json) and writes OUT/demo.png."""
+    started = time.monotonic()
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    on_event(f"generating the world: {len(DOMAINS)} domains x 8 classes x {config.per_class} images")
+    data = write_benchmark(out / "data", per_class=config.per_class, seed=config.seed)
+    with demo_vendor(out / "vendor", on_event) as (url, key):
+        on_event(f"buying teacher embeddings from {url}")
+        client = TeacherClient(url, key)
+        report = run_query(
+            QueryConfig(dataset="demo", data_dir=data.parent, cache_dir=out / "cache", seed=config.seed), client
+        )
+    on_event(
+        f"paid {report.paid_images} images and {report.paid_texts} prompts: {report.cost:.4f} "
+        f"{report.currency}; the vendor is stopped"
+    )
+    with EmbeddingCache.open(out / "cache") as cache:
+        teacher = zeroshot_accuracy(cache)["accuracy"]
+    methods = {}
+    for method in config.methods:
+        on_event(f"distilling {method} into {config.student} (target domain: {config.target})")
+        summary = distill(
+            DistillConfig(
+                cache_dir=out / "cache",
+                method=method,
+                student=config.student,
+                pretrained=False,
+                out=out / "runs" / method,
+                test_domains=(config.target,),
+                image_size=64,
+                overrides={"lr": str(config.lr)},
+                train=TrainConfig(
+                    steps=config.steps,
+                    batch_size=config.batch_size,
+                    eval_every=config.eval_every,
+                    seed=config.seed,
+                    workers=config.workers,
+                ),
+            ),
+            on_progress=on_progress,
+        )
+        (result,) = summary["results"]
+        methods[method] = {"id_acc": result["id_acc"], "ood_acc": result["ood_acc"]}
+    chart(
+        {
+            "domains": [config.target],
+            "table": {"teacher (zero-shot)": {config.target: [teacher[config.target]]}}
+            | {m: {config.target: [r["ood_acc"]]} for m, r in methods.items()},
+            "id": {},
+        },
+        out / "demo.png",
+    )
+    result = {
+        "target": config.target,
+        "teacher_zeroshot": teacher,
+        "methods": methods,
+        "images_paid": report.paid_images,
+        "texts_paid": report.paid_texts,
+        "cost": report.cost,
+        "currency": report.currency,
+        "student": config.student,
+        "steps": config.steps,
+        "seed": config.seed,
+        "out": str(out),
+        "chart": str(out / "demo.png"),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "demo.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+@contextlib.contextmanager
+def demo_vendor(state_dir: Path, on_event: Event) -> Iterator[tuple[str, str]]:
+    """`vl2v serve --model demo` on a free loopback port with a throwaway key; always stopped on the way out."""
+    key = f"sk-demo-{secrets.token_hex(12)}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "VL2V_API_KEYS": f"demo:{key}:1000", "VL2V_RATE_LIMIT_REQUESTS": "0"}
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--model",
+        "demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        "--log-level",
+        "warning",
+    ]
+    with (state_dir / "vendor.log").open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            on_event("starting the demo teacher (vl2v serve --model demo)")
+            _wait_ready(url, process, state_dir / "vendor.log")
+            yield url, key
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the demo teacher exited with {process.returncode}: {log.read_text()[-500:]}")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"the demo teacher was not ready after {timeout:.0f}s (see {log})")

@@ -1,0 +1,224 @@
+"""A procedural multi-domain world: 8 shapes drawn in 8 styles, deterministic from a seed, 64 px.
+
+Four styles are the benchmark's domains (as PACS has photo, art painting, cartoon and sketch); four more exist
+only in the vendor's training data, so the demo teacher has seen more of the world than any student will.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+SIZE = 64
+CLASSES = ("arrow", "circle", "cross", "heart", "moon", "square", "star", "triangle")
+DOMAINS = ("cartoon", "painting", "photo", "sketch")  # the benchmark
+VENDOR_STYLES = ("blueprint", "mosaic", "neon", "stencil")  # only in the teacher's training data
+STYLES = DOMAINS + VENDOR_STYLES
+STYLE_WORDS = {
+    "cartoon": "cartoon",
+    "painting": "painting",
+    "photo": "photo",
+    "sketch": "sketch",
+    "blueprint": "blueprint",
+    "mosaic": "mosaic",
+    "neon": "neon sign",
+    "stencil": "stencil print",
+}
+
+
+def _outline(shape: str, rng: random.Random) -> list[list[tuple[float, float]]]:
+    """The shape as closed polygons in unit coordinates ([-1, 1]^2), before placement."""
+
+    def ring(n: int, r: float, phase: float = 0.0) -> list[tuple[float, float]]:
+        return [
+            (r * math.cos(phase + 2 * math.pi * i / n), r * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)
+        ]
+
+    if shape == "circle":
+        return [ring(40, 0.9)]
+    if shape == "square":
+        return [[(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]]
+    if shape == "triangle":
+        return [ring(3, 0.95, -math.pi / 2)]
+    if shape == "star":
+        outer, inner = ring(5, 0.95, -math.pi / 2), ring(5, 0.4, -math.pi / 2 + math.pi / 5)
+        return [[p for pair in zip(outer, inner, strict=True) for p in pair]]
+    if shape == "cross":
+        a, b = 0.3, 0.9
+        return [
+            [(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a), (-b, a), (-b, -a), (-a, -a)]
+        ]
+    if shape == "arrow":
+        return [[(-0.9, -0.25), (0.2, -0.25), (0.2, -0.6), (0.9, 0.0), (0.2, 0.6), (0.2, 0.25), (-0.9, 0.25)]]
+    if shape == "heart":
+        points = []
+        for i in range(48):
+            t = 2 * math.pi * i / 48
+            x = 16 * math.sin(t) ** 3
+            y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+            points.append((x / 17, -y / 17 + 0.1))
+        return [points]
+    if shape == "moon":  # a crescent: the outer circle's left arc, back along a flatter inner arc
+        a, d = math.radians(60), 0.5
+        end = (0.9 * math.cos(a), 0.9 * math.sin(a))
+        r2, phi = math.dist(end, (d, 0.0)), math.atan2(end[1], end[0] - d)
+        outer = [(0.9 * math.cos(t), 0.9 * math.sin(t)) for t in np.linspace(a, 2 * math.pi - a, 30)]
+        inner = [(d + r2 * math.cos(t), r2 * math.sin(t)) for t in np.linspace(2 * math.pi - phi, phi, 30)]
+        return [[(x - 0.2, y) for x, y in outer + inner]]
+    raise ValueError(shape)
+
+
+def _place(polys, rng: random.Random) -> list[list[tuple[float, float]]]:
+    scale = rng.uniform(0.55, 0.85) * SIZE / 2
+    angle = rng.uniform(-0.5, 0.5)
+    cx, cy = SIZE / 2 + rng.uniform(-6, 6), SIZE / 2 + rng.uniform(-6, 6)
+    cos, sin = math.cos(angle), math.sin(angle)
+    return [[(cx + scale * (x * cos - y * sin), cy + scale * (x * sin + y * cos)) for x, y in poly] for poly in polys]
+
+
+def _mask(polys) -> Image.Image:
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    draw = ImageDraw.Draw(mask)
+    draw.polygon(polys[0], fill=255)
+    for hole in polys[1:]:
+        draw.polygon(hole, fill=0)
+    return mask
+
+
+def _colour(rng: random.Random, lo: int = 0, hi: int = 255) -> tuple[int, int, int]:
+    return tuple(rng.randint(lo, hi) for _ in range(3))
+
+
+def _contrasting(rng: random.Random, against: np.ndarray) -> np.ndarray:
+    """A colour at least 120 grey levels away from `against` on average: the shape must stay visible."""
+    while True:
+        colour = np.array(_colour(rng), dtype=float)
+        if abs(colour.mean() - against.mean()) >= 120 or np.abs(colour - against).max() >= 170:
+            return colour
+
+
+def _noise(rng: random.Random, scale: int, amount: float) -> np.ndarray:
+    coarse = np.random.default_rng(rng.getrandbits(32)).random((SIZE // scale + 1, SIZE // scale + 1, 3))
+    big = np.kron(coarse, np.ones((scale, scale, 1)))[:SIZE, :SIZE]
+    return (big - 0.5) * amount
+
+
+def _photo(polys, rng):
+    base = np.array(_colour(rng, 60, 200), dtype=float)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    background = np.clip(base * 0.6 + 60 * yy[..., None] + _noise(rng, 4, 60) + _noise(rng, 1, 30), 0, 255)
+    fill = _contrasting(rng, base * 0.6 + 30)
+    light = 0.6 + 0.7 * (1 - xx) * (1 - yy)  # shading from the top left
+    shape = np.clip(fill * light[..., None] + _noise(rng, 2, 20), 0, 255)
+    mask = np.array(_mask(polys).filter(ImageFilter.GaussianBlur(0.7)), dtype=float)[..., None] / 255
+    return Image.fromarray((background * (1 - mask) + shape * mask).astype(np.uint8))
+
+
+def _sketch(polys, rng):
+    image = Image.new("RGB", (SIZE, SIZE), (rng.randint(235, 255),) * 3)
+    draw = ImageDraw.Draw(image)
+    ink = (rng.randint(0, 80),) * 3
+    for _ in range(rng.randint(1, 3)):  # a few wobbly strokes over the outline
+        for poly in polys:
+            jittered = [(x + rng.gauss(0, 0.8), y + rng.gauss(0, 0.8)) for x, y in poly]
+            draw.line(jittered + jittered[:1], fill=ink, width=1)
+    return image
+
+
+def _cartoon(polys, rng):
+    image = Image.new("RGB", (SIZE, SIZE), _colour(rng, 150, 255))
+    draw = ImageDraw.Draw(image)
+    palette = [(230, 40, 40), (40, 120, 230), (250, 200, 20), (40, 180, 70), (230, 100, 200)]
+    image.paste(Image.new("RGB", (SIZE, SIZE), rng.choice(palette)), mask=_mask(polys))
+    for poly in polys:
+        draw.line(poly + poly[:1], fill=(0, 0, 0), width=3)
+    return image
+
+
+def _painting(polys, rng):
+    base = np.array(_colour(rng, 40, 220), float)
+    background = np.clip(base + _noise(rng, 8, 110) + _noise(rng, 3, 60), 0, 255)
+    shape = np.clip(_contrasting(rng, base) + _noise(rng, 5, 90), 0, 255)
+    mask = np.array(_mask(polys).filter(ImageFilter.GaussianBlur(1.6)), float)[..., None] / 255
+    image = Image.fromarray((background * (1 - mask) + shape * mask).astype(np.uint8))
+    return image.filter(ImageFilter.ModeFilter(3))
+
+
+def _neon(polys, rng):
+    glow = Image.new("RGB", (SIZE, SIZE), (0, 0, 0))
+    draw = ImageDraw.Draw(glow)
+    hue = _colour(rng, 80, 255)
+    for poly in polys:
+        draw.line(poly + poly[:1], fill=hue, width=3)
+    return Image.blend(glow.filter(ImageFilter.GaussianBlur(2)), glow, 0.5)
+
+
+def _mosaic(polys, rng):
+    image = _cartoon(polys, rng)
+    block = rng.choice([4, 6, 8])
+    return image.resize((SIZE // block, SIZE // block), Image.BILINEAR).resize((SIZE, SIZE), Image.NEAREST)
+
+
+def _blueprint(polys, rng):
+    image = Image.new("RGB", (SIZE, SIZE), (20, 50, rng.randint(120, 170)))
+    draw = ImageDraw.Draw(image)
+    for i in range(0, SIZE, 8):
+        draw.line([(i, 0), (i, SIZE)], fill=(60, 90, 190))
+        draw.line([(0, i), (SIZE, i)], fill=(60, 90, 190))
+    for poly in polys:
+        draw.line(poly + poly[:1], fill=(235, 240, 255), width=2)
+    return image
+
+
+def _stencil(polys, rng):
+    mask = np.array(_mask(polys)) > 0
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    period = rng.choice([3, 4])
+    dots = ((xx % period) < period // 2 + 1) & ((yy % period) < period // 2 + 1)
+    paper = np.array(_colour(rng, 200, 255), np.uint8)
+    ink = np.array(_colour(rng, 0, 90), np.uint8)
+    out = np.where((mask & dots)[..., None], ink, paper)
+    return Image.fromarray(out.astype(np.uint8))
+
+
+RENDER: dict[str, Callable] = {
+    "photo": _photo,
+    "sketch": _sketch,
+    "cartoon": _cartoon,
+    "painting": _painting,
+    "neon": _neon,
+    "mosaic": _mosaic,
+    "blueprint": _blueprint,
+    "stencil": _stencil,
+}
+
+
+def render(shape: str, style: str, seed: int) -> Image.Image:
+    """One 64x64 RGB image; the same (shape, style, seed) always gives the same pixels."""
+    rng = random.Random(f"{shape}:{style}:{seed}")
+    return RENDER[style](_place(_outline(shape, rng), rng), rng)
+
+
+# Seeds of the benchmark images and of the teacher's training images never overlap.
+BENCHMARK_SEEDS = range(0, 1_000_000)
+TRAINING_SEED_BASE = 10_000_000
+
+
+def write_benchmark(root: Path, per_class: int = 40, seed: int = 0) -> Path:
+    """The benchmark in DomainBed layout, `root/vl2v_demo/<domain>/<class>/<i>.png`; returns the dataset folder.
+    Files already written are kept, so a second call is free."""
+    folder = root / "vl2v_demo"
+    for domain in DOMAINS:
+        for shape in CLASSES:
+            target = folder / domain / shape
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                path = target / f"{i:04d}.png"
+                if not path.exists():
+                    render(shape, domain, seed * 100_000 + i).save(path)
+    return folder

@@ -1,0 +1,121 @@
+"""The embedded demo: the shipped teacher is good at every style, and `vl2v demo` runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli.app import app
+from teacher_service.demo.world import CLASSES, DOMAINS, TRAINING_SEED_BASE, render, write_benchmark
+from teacher_service.encoder import ClipEncoder, verified_demo_weights
+
+
+def test_the_world_is_deterministic_and_its_styles_differ():
+    a, b = render("star", "photo", 3), render("star", "photo", 3)
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and a.size == (64, 64)
+    means = {d: np.asarray(render("star", d, 3)).mean() for d in DOMAINS}
+    assert len({round(m) for m in means.values()}) == len(DOMAINS)
+    assert TRAINING_SEED_BASE > 40 * 100_000, "training seeds never reach benchmark seeds"
+
+
+def test_the_benchmark_is_written_in_domainbed_layout(tmp_path):
+    folder = write_benchmark(tmp_path, per_class=2)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(DOMAINS)
+    assert len(list(folder.rglob("*.png"))) == len(DOMAINS) * len(CLASSES) * 2
+
+
+def test_the_demo_teacher_loads_by_name_and_is_at_least_90_percent_zero_shot_on_every_domain():
+    encoder = ClipEncoder.load("demo", None, device="cpu")
+    assert encoder.info.architecture == "vl2v-demo"  # loaded as local-dir: the packaged folder
+    assert (verified_demo_weights() / "open_clip_model.safetensors").stat().st_size <= 10 * 2**20
+    classes = encoder.encode_texts(encoder.tokenize([f"a photo of a {c}" for c in CLASSES]))
+    for domain in DOMAINS:
+        correct = 0
+        for label, shape in enumerate(CLASSES):
+            pixels = torch.stack([encoder.preprocess_image(render(shape, domain, i)) for i in range(40)])
+            predicted = (encoder.encode_images(pixels) @ classes.T).argmax(1)
+            correct += int((predicted == label).sum())
+        accuracy = correct / (40 * len(CLASSES))
+        assert accuracy >= 0.9, f"{domain}: {accuracy:.3f}"
+
+
+def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "4",
+            "--per-class",
+            "6",
+            "--student",
+            "test_resnet",
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for row in ("teacher, zero-shot", "erm (test_resnet)", "kd (test_resnet)", "adip (test_resnet)"):
+        assert row in result.stdout
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
+    assert set(summary["methods"]) == {"erm", "kd", "adip"}
+    assert all(0 <= v <= 1 for r in summary["methods"].values() for v in r.values())
+    assert summary["images_paid"] == len(DOMAINS) * len(CLASSES) * 6
+    assert Image.open(tmp_path / "demo.png").size[0] > 100
+    assert (tmp_path / "runs" / "adip" / "sketch" / "trial_0" / "model.safetensors").is_file()
+    assert _vendors_of(tmp_path) == [], "the vendor must be stopped"
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--per-class",
+            "6",
+            "--student",
+            "test_resnet",
+            "--workers",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not _vendors_of(tmp_path):
+        assert time.monotonic() < deadline and process.poll() is None, "the vendor never started"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    time.sleep(0.5)
+    assert _vendors_of(tmp_path) == []
+
+
+def _vendors_of(out) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", "--", f"--state-dir {out}/vendor"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+@pytest.fixture(autouse=True)
+def _no_colour(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
