@@ -74,6 +74,8 @@ def chart(collected: dict, path: Path) -> None:
                 draw.rectangle(
                     [x0 + j * bar, top, x0 + (j + 1) * bar - 2, height - margin], fill=colours[j % len(colours)]
                 )
+                label = f"{100 * statistics.fmean(values):.0f}"
+                draw.text((x0 + j * bar + 2, top - 12), label, fill="black", font=font)
         draw.text((x0, height - margin + 8), domain[:18], fill="black", font=font)
     for j, method in enumerate(methods):
         draw.rectangle(

@@ -119,3 +119,30 @@ def _vendors_of(out) -> list[str]:
 @pytest.fixture(autouse=True)
 def _no_colour(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
+
+
+def test_demo_json_prints_one_object_with_the_contracted_keys(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "2",
+            "--per-class",
+            "2",
+            "--methods",
+            "erm",
+            "--student",
+            "test_resnet",
+            "--workers",
+            "0",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()
+    summary = json.loads(line)
+    assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
+    assert set(summary["methods"]["erm"]) == {"id_acc", "ood_acc"}
