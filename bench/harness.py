@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from student.vendor import LocalVendor, local_vendor
 from teacher_service.schema import image_data_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,39 +21,11 @@ PACS_MINI = ROOT.parent / "shared" / "data" / "pacs-mini"
 KEY = "sk-bench"
 
 
-@dataclass
-class Service:
-    url: str
-    process: subprocess.Popen
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def serve(model: str, max_batch: int) -> Iterator[Service]:
+def serve(model: str, max_batch: int) -> Iterator[LocalVendor]:
     """`vl2v serve` with random weights (speed does not depend on their values), no rate limits, one rich key."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "VL2V_API_KEYS": f"bench:{KEY}:1000000",
-        "VL2V_RATE_LIMIT_REQUESTS": "0",
-        "VL2V_RATE_LIMIT_IMAGES": "0",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "cli",
-        "serve",
+    env = {"VL2V_API_KEYS": f"bench:{KEY}:1000000", "VL2V_RATE_LIMIT_REQUESTS": "0", "VL2V_RATE_LIMIT_IMAGES": "0"}
+    args = [
         "--model",
         model,
         "--pretrained",
@@ -66,38 +33,18 @@ def serve(model: str, max_batch: int) -> Iterator[Service]:
         "--allow-random-weights",
         "--device",
         "cpu",
-        "--port",
-        str(port),
-        "--state-dir",
-        tempfile.mkdtemp(prefix="vl2v-bench-"),
         "--max-batch",
         str(max_batch),
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, env=env, cwd=ROOT)
-    service = Service(f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_ready(service)
-        yield service
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+    with local_vendor(args, env, Path(tempfile.mkdtemp(prefix="vl2v-bench-"))) as vendor:
+        yield vendor
 
 
-def _wait_ready(service: Service) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise RuntimeError(f"the service exited with {service.process.returncode}")
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(f"{service.url}/ready", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise TimeoutError("the service did not become ready")
-
-
-def hammer(service: Service, model: str, images: list[Path], clients: int, per_request: int, seconds: float) -> dict:
+def hammer(
+    service: LocalVendor, model: str, images: list[Path], clients: int, per_request: int, seconds: float
+) -> dict:
     """`clients` threads posting `per_request` pre-encoded JPEG data URLs each, for `seconds`."""
     urls = [image_data_url(p.read_bytes()) for p in images]
     bodies = [

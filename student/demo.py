@@ -6,19 +6,12 @@ Generate the world -> start the demo teacher as a vendor (subprocess, loopback, 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from cache.client import TeacherClient
 from cache.query import QueryConfig, run_query
@@ -28,6 +21,7 @@ from teacher_service.demo.world import DOMAINS, write_benchmark
 from .report import chart
 from .run import DistillConfig, distill
 from .trainer import Progress, TrainConfig
+from .vendor import local_vendor
 from .zeroshot import zeroshot_accuracy
 
 Event = Callable[[str], None]
@@ -63,11 +57,14 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     on_event(f"generating the world: {len(DOMAINS)} domains x 8 classes x {config.per_class} images")
     data = write_benchmark(out / "data", per_class=config.per_class, seed=config.seed)
-    with demo_vendor(out / "vendor", on_event) as (url, key):
-        on_event(f"buying teacher embeddings from {url}")
-        client = TeacherClient(url, key)
+    key = f"sk-demo-{secrets.token_hex(12)}"  # a throwaway key, valid for this run only
+    on_event("starting the demo teacher (vl2v serve --model demo)")
+    vendor_env = {"VL2V_API_KEYS": f"demo:{key}:1000", "VL2V_RATE_LIMIT_REQUESTS": "0"}
+    with local_vendor(["--model", "demo", "--log-level", "warning"], vendor_env, out / "vendor") as vendor:
+        on_event(f"buying teacher embeddings from {vendor.url}")
         report = run_query(
-            QueryConfig(dataset="demo", data_dir=data.parent, cache_dir=out / "cache", seed=config.seed), client
+            QueryConfig(dataset="demo", data_dir=data.parent, cache_dir=out / "cache", seed=config.seed),
+            TeacherClient(vendor.url, key),
         )
     on_event(
         f"paid {report.paid_images} images and {report.paid_texts} prompts: {report.cost:.4f} "
@@ -126,56 +123,3 @@ def run_demo(
     }
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-@contextlib.contextmanager
-def demo_vendor(state_dir: Path, on_event: Event) -> Iterator[tuple[str, str]]:
-    """`vl2v serve --model demo` on a free loopback port with a throwaway key; always stopped on the way out."""
-    key = f"sk-demo-{secrets.token_hex(12)}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    state_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "VL2V_API_KEYS": f"demo:{key}:1000", "VL2V_RATE_LIMIT_REQUESTS": "0"}
-    command = [
-        sys.executable,
-        "-m",
-        "cli",
-        "serve",
-        "--model",
-        "demo",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(state_dir),
-        "--log-level",
-        "warning",
-    ]
-    with (state_dir / "vendor.log").open("w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            on_event("starting the demo teacher (vl2v serve --model demo)")
-            _wait_ready(url, process, state_dir / "vendor.log")
-            yield url, key
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the demo teacher exited with {process.returncode}: {log.read_text()[-500:]}")
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"the demo teacher was not ready after {timeout:.0f}s (see {log})")

@@ -1,0 +1,83 @@
+"""A vendor on this machine: `vl2v serve` as a child process on a free loopback port, always stopped after."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+@dataclass
+class LocalVendor:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def peak_rss_mb(self) -> float:
+        """The service's peak resident memory (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_vendor(
+    serve_args: list[str], env: dict[str, str], state_dir: Path, timeout: float = 300.0
+) -> Iterator[LocalVendor]:
+    """Run `vl2v serve <serve_args>` with extra environment `env` until the block ends (or Ctrl-C)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "vendor.log"
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+        *serve_args,
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        vendor = LocalVendor(f"http://127.0.0.1:{port}", process, log)
+        try:
+            _wait_ready(vendor, timeout)
+            yield vendor
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(vendor: LocalVendor, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if vendor.process.poll() is not None:
+            raise RuntimeError(f"the vendor exited with {vendor.process.returncode}: {vendor.log.read_text()[-500:]}")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{vendor.url}/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"the vendor was not ready after {timeout:.0f}s (see {vendor.log})")
