@@ -30,6 +30,20 @@ SHORT = ["--steps", "4", "--eval-every", "2", "--batch-size", "8", "--workers", 
 FAST = TINY_STUDENT + SHORT
 
 
+def tiny_config(cache: Path, out: Path, method: str, target: str, **train) -> DistillConfig:
+    """An in-process distill run of `test_resnet` at 32 px, no workers."""
+    return DistillConfig(
+        cache_dir=cache,
+        method=method,
+        student="test_resnet",
+        pretrained=False,
+        out=out,
+        test_domains=(target,),
+        image_size=32,
+        train=TrainConfig(workers=0, **train),
+    )
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
@@ -112,7 +126,7 @@ def test_all_test_domains_and_trials_give_one_run_each(pacs_cache, tmp_path):
     assert len(list((tmp_path / "r").rglob("model.safetensors"))) == 8
 
 
-def test_adip_stage_one_trains_only_the_projector_and_stage_two_only_the_backbone(pacs_cache, tmp_path):
+def test_adip_stage_one_trains_only_the_projector_and_stage_two_only_the_backbone(pacs_cache, tmp_path, monkeypatch):
     snapshots = {}
 
     def snap(method, stage):
@@ -127,22 +141,8 @@ def test_adip_stage_one_trains_only_the_projector_and_stage_two_only_the_backbon
         original(self, index, stage, start, saved)
         snap(self.method, f"after_{stage.name}")
 
-    trainer_module.Trainer._run_stage = recording
-    try:
-        distill(
-            DistillConfig(
-                cache_dir=pacs_cache,
-                method="adip",
-                student="test_resnet",
-                pretrained=False,
-                out=tmp_path,
-                test_domains=("sketch",),
-                image_size=32,
-                train=TrainConfig(steps=3, eval_every=1, batch_size=4, workers=0),
-            )
-        )
-    finally:
-        trainer_module.Trainer._run_stage = original
+    monkeypatch.setattr(trainer_module.Trainer, "_run_stage", recording)
+    distill(tiny_config(pacs_cache, tmp_path, "adip", "sketch", steps=3, eval_every=1, batch_size=4))
 
     def changed(a: str, b: str) -> set[str]:
         return {n for n in snapshots[a] if not torch.equal(snapshots[a][n], snapshots[b][n])}
@@ -162,18 +162,7 @@ def test_the_target_domain_never_reaches_a_training_batch(pacs_cache, tmp_path, 
         return original(self, index)
 
     monkeypatch.setattr(student_data.ImageFiles, "__getitem__", spy)
-    distill(
-        DistillConfig(
-            cache_dir=pacs_cache,
-            method="kd",
-            student="test_resnet",
-            pretrained=False,
-            out=tmp_path,
-            test_domains=("cartoon",),
-            image_size=32,
-            train=TrainConfig(steps=20, eval_every=10, batch_size=8, workers=0),
-        )
-    )
+    distill(tiny_config(pacs_cache, tmp_path, "kd", "cartoon", steps=20, eval_every=10, batch_size=8))
     assert trained == {"art_painting", "photo", "sketch"}, "training read only source images"
     assert "cartoon" in evaluated, "the target is evaluated"
 
