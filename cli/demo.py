@@ -27,6 +27,7 @@ def demo(
     steps: Annotated[int, typer.Option(help="training steps per stage")] = _D.steps,
     lr: Annotated[float, typer.Option(help="learning rate of every method (students start from scratch)")] = _D.lr,
     per_class: Annotated[int, typer.Option(help="images per domain and class")] = _D.per_class,
+    budget: Annotated[int | None, typer.Option(help="images to buy (default: all of them)")] = _D.budget,
     seed: Annotated[int, typer.Option()] = _D.seed,
     workers: Annotated[int, typer.Option(help="data-loading processes")] = _D.workers,
     json_out: Json = False,
@@ -40,6 +41,7 @@ def demo(
         student=student,
         steps=steps,
         per_class=per_class,
+        budget=budget,
         seed=seed,
         workers=workers,
     )

@@ -38,6 +38,7 @@ class DemoConfig:
     batch_size: int = 16  # per source domain
     eval_every: int = 100
     per_class: int = 40  # images per domain and class
+    budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class)
     seed: int = 0
     workers: int = 2
 
@@ -63,7 +64,13 @@ def run_demo(
     with local_vendor(["--model", "demo", "--log-level", "warning"], vendor_env, out / "vendor") as vendor:
         on_event(f"buying teacher embeddings from {vendor.url}")
         report = run_query(
-            QueryConfig(dataset="demo", data_dir=data.parent, cache_dir=out / "cache", seed=config.seed),
+            QueryConfig(
+                dataset="demo",
+                data_dir=data.parent,
+                cache_dir=out / "cache",
+                seed=config.seed,
+                budget=config.budget if config.budget is not None else 4 * 8 * config.per_class,
+            ),
             TeacherClient(vendor.url, key),
         )
     on_event(

@@ -121,28 +121,12 @@ def _no_colour(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
 
-def test_demo_json_prints_one_object_with_the_contracted_keys(tmp_path):
-    result = CliRunner().invoke(
-        app,
-        [
-            "demo",
-            "--out",
-            str(tmp_path),
-            "--steps",
-            "2",
-            "--per-class",
-            "2",
-            "--methods",
-            "erm",
-            "--student",
-            "test_resnet",
-            "--workers",
-            "0",
-            "--json",
-        ],
-    )
+def test_demo_json_prints_one_object_with_the_contracted_keys_and_respects_the_budget(tmp_path):
+    args = ["--steps", "2", "--per-class", "4", "--budget", "100", "--methods", "erm", "--student", "test_resnet"]
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), *args, "--workers", "0", "--json"])
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.strip().splitlines()
     summary = json.loads(line)
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
     assert set(summary["methods"]["erm"]) == {"id_acc", "ood_acc"}
+    assert summary["images_paid"] == 100, "the budget caps what the demo buys (of 128 images)"
