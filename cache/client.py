@@ -140,7 +140,7 @@ class TeacherClient:
         for attempt in range(self._retry.attempts):
             try:
                 response = self._session().request(method, self.url + path, timeout=self._timeout, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 last = f"{type(e).__name__}: {e}"
                 self._sleep(self._retry.backoff(attempt, self._rng))
                 continue

@@ -14,6 +14,7 @@ from .batcher import DynamicBatcher
 from .billing import BillingStore
 from .encoder import ClipEncoder
 from .errors import NotReady
+from .faults import FaultInjector
 from .images import decode_data_url, open_image
 from .metrics import Metrics
 from .ratelimit import RateLimiter
@@ -99,6 +100,7 @@ class ServiceState:
         self.store = store
         self.metrics = metrics
         self.limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_images)
+        self.faults = FaultInjector(settings)
         self.teacher: Teacher | None = None
         self.load_error: str | None = None
 

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     decode_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Fault injection, for reliability tests; all off by default, settable only from the environment.
+    fault_error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered 500/503 at once")
+    fault_latency_ms: float = Field(0.0, ge=0, description="delay added to every embeddings request")
+    fault_drop_rate: float = Field(0.0, ge=0, le=1, description="share of charged answers cut off mid-body")
+    fault_seed: int = 0
+
     @field_validator("pretrained", "served_model_id", "keys_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -8,10 +8,12 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import StreamingResponse
 
 from ..billing import NANOS, Account, Charge, StoredResponse, check_affordable, to_nanos
 from ..deps import AccountDep, StateDep, TeacherDep
 from ..errors import InvalidInput, InvalidRequest, NotFound
+from ..faults import cut_off
 from ..runtime import ServiceState, Teacher
 from ..schema import (
     BALANCE_HEADER,
@@ -41,6 +43,7 @@ async def create_embeddings(
     idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=255)] = None,
 ) -> Response:
     """Embed texts and images; L2-normalised vectors in input order. Charged only when it succeeds."""
+    await state.faults.before_work()
     texts, images = _split_inputs(body, teacher, state)
     if idempotency_key is None:
         return await _embed_and_charge(body, texts, images, request, state, account, teacher, None)
@@ -165,6 +168,8 @@ async def _embed_and_charge(
         BALANCE_HEADER: f"{balance / NANOS:.9f}",
         REQUEST_ID_HEADER: request_id,
     }
+    if state.faults.drop_after_charge():
+        return StreamingResponse(cut_off(content), media_type="application/json", headers=headers)
     return Response(content, media_type="application/json", headers=headers)
 
 
