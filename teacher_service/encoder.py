@@ -7,7 +7,7 @@ import difflib
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -188,9 +188,6 @@ class ClipEncoder:
     def _probe_dim(model: torch.nn.Module, size: list[int]) -> int:
         # One blank image through the tower: works for every architecture open_clip can build.
         return int(model.encode_image(torch.zeros(1, 3, *size)).shape[-1])
-
-    def as_dict(self) -> dict:
-        return asdict(self.info)
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) float tensor, exactly as the model was trained to see images."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import requests
 import torch
 from safetensors.torch import save_file
 
+from student.vendor import free_port
 from teacher_service.app import create_app
 from teacher_service.encoder import register_packaged_configs
 from teacher_service.runtime import EncoderFactory, load_encoder
@@ -76,12 +76,6 @@ def make_settings(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Settin
         return Settings(_env_file=None, **(values | overrides))
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
