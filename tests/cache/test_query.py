@@ -8,14 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -27,6 +22,7 @@ from cli.exit_codes import AUTH_FAILED, ERROR, INTERRUPTED, QUOTA_EXHAUSTED, VEN
 from teacher_service.runtime import load_encoder
 
 from ..conftest import KEYS, make_tiny_checkpoint, run_service, wait_until
+from ..query_runs import assert_paid_once, pacs_args, slow_encoder, spawn_query
 
 CAROL = "carol:sk-carol:1000"
 
@@ -50,10 +46,6 @@ def cli(*args: str, key: str | None = None) -> tuple[int, str]:
 
 def server_images(vendor, name: str = "carol") -> int:
     return sum(r["images"] for r in vendor.state.store.ledger() if r["key_name"] == name)
-
-
-def pacs_args(pacs_mini: Path, cache: Path, *extra: str) -> list[str]:
-    return ["--dataset", "pacs", "--data-dir", str(pacs_mini), "--cache", str(cache), *extra]
 
 
 def test_the_budget_is_never_exceeded_on_the_vendors_ledger_and_a_rerun_pays_nothing(vendor, pacs_mini, tmp_path):
@@ -230,69 +222,31 @@ def test_verify_finds_broken_embeddings_and_unreadable_files(vendor, pacs_mini, 
 # -- crashes and interruptions: the real console script in a subprocess --------------------------------------
 
 
-def spawn_query(vendor, pacs_mini: Path, cache: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "VL2V_API_KEY": "sk-carol", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "query",
-            *pacs_args(pacs_mini, cache, *extra),
-            "--teacher-url",
-            vendor.url,
-            "--json",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.fixture
 def slow_vendor(make_settings):
     """A vendor whose model takes 30 ms per batch, so a run lasts long enough to be interrupted mid-way."""
-
-    def slow_factory(settings):
-        encoder = load_encoder(settings)
-        encode = encoder.encode_images
-
-        def slow(pixels):
-            time.sleep(0.03)
-            return encode(pixels)
-
-        encoder.encode_images = slow
-        return encoder
-
-    with run_service(make_settings(api_keys=CAROL), slow_factory) as service:
+    with run_service(make_settings(api_keys=CAROL), slow_encoder(0.03)) as service:
         yield service
 
 
 def test_kill_9_mid_run_then_resume_pays_each_image_once(slow_vendor, pacs_mini, tmp_path):
     cache = tmp_path / "c"
-    process = spawn_query(slow_vendor, pacs_mini, cache, "--batch-size", "4")
+    process = spawn_query(slow_vendor.url, pacs_mini, cache, "--batch-size", "4")
     wait_until(lambda: server_images(slow_vendor) >= 40, what="some images to be paid", timeout=120)
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     paid_before_resume = server_images(slow_vendor)
     assert paid_before_resume < 1120
 
-    process = spawn_query(slow_vendor, pacs_mini, cache, "--batch-size", "4")
+    process = spawn_query(slow_vendor.url, pacs_mini, cache, "--batch-size", "4")
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
-    code, output = cli("cache", "verify", str(cache))
-    assert code == 0, output
-    with EmbeddingCache.open(cache) as store:
-        unique = store.counts()["image"]
-        cache_ledger = {r.request_id: (r.images, r.texts) for r in store.ledger()}
-    server_ledger = {r["request_id"]: (r["images"], r["texts"]) for r in slow_vendor.state.store.ledger()}
-    assert unique == 1120 == server_images(slow_vendor), "paid images = unique images"
-    assert cache_ledger == server_ledger, "server ledger = cache ledger"
+    assert cli("cache", "verify", str(cache))[0] == 0
+    assert assert_paid_once(cache, slow_vendor.state.store.ledger()) == 1120
 
 
 def test_ctrl_c_saves_everything_paid_and_exits_130(slow_vendor, pacs_mini, tmp_path):
-    process = spawn_query(slow_vendor, pacs_mini, tmp_path / "c", "--batch-size", "4")
+    process = spawn_query(slow_vendor.url, pacs_mini, tmp_path / "c", "--batch-size", "4")
     wait_until(lambda: server_images(slow_vendor) >= 20, what="some images to be paid", timeout=120)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -305,7 +259,7 @@ def test_ctrl_c_saves_everything_paid_and_exits_130(slow_vendor, pacs_mini, tmp_
 
 
 def test_a_second_writer_is_refused_while_a_query_runs(slow_vendor, pacs_mini, tmp_path):
-    process = spawn_query(slow_vendor, pacs_mini, tmp_path / "c", "--batch-size", "4")
+    process = spawn_query(slow_vendor.url, pacs_mini, tmp_path / "c", "--batch-size", "4")
     try:
         wait_until(lambda: server_images(slow_vendor) >= 8, what="the first run to start paying", timeout=120)
         code, output = cli(

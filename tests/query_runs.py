@@ -1,0 +1,72 @@
+"""`vl2v query` as a real child process, a deliberately slow teacher, and the check that every bill adds up."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cache.inspect import verify_cache
+from cache.store import EmbeddingCache
+from teacher_service.app import BILLING_DB
+from teacher_service.runtime import EncoderFactory, load_encoder
+
+
+def pacs_args(pacs_mini: Path, cache: Path, *extra: str) -> list[str]:
+    return ["--dataset", "pacs", "--data-dir", str(pacs_mini), "--cache", str(cache), *extra]
+
+
+def spawn_query(url: str, pacs_mini: Path, cache: Path, *extra: str, key: str = "sk-carol") -> subprocess.Popen:
+    """The console script's code path (`python -m cli query ... --json`) in its own process."""
+    env = {**os.environ, "VL2V_API_KEY": key, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "cli", "query", *pacs_args(pacs_mini, cache, *extra), "--teacher-url", url]
+    return subprocess.Popen([*command, "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def slow_encoder(seconds_per_batch: float) -> EncoderFactory:
+    """The real tiny teacher, made to spend `seconds_per_batch` on every image batch."""
+
+    def factory(settings):
+        encoder = load_encoder(settings)
+        encode = encoder.encode_images
+
+        def slow(pixels):
+            time.sleep(seconds_per_batch)
+            return encode(pixels)
+
+        encoder.encode_images = slow
+        return encoder
+
+    return factory
+
+
+def read_vendor_ledger(state_dir: Path) -> list[dict]:
+    """The vendor's ledger rows, read straight from its SQLite file (read-only; the service may be running)."""
+    with sqlite3.connect(f"file:{state_dir / BILLING_DB}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT l.*, k.name AS key_name FROM ledger l JOIN keys k ON k.id = l.key_id ORDER BY l.id")
+        return [dict(r) for r in rows]
+
+
+def read_vendor_balances(state_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each key's (balance, spent) in nanos, from the vendor's SQLite file."""
+    with sqlite3.connect(f"file:{state_dir / BILLING_DB}?mode=ro", uri=True) as db:
+        return {name: (balance, spent) for name, balance, spent in db.execute("SELECT name, balance, spent FROM keys")}
+
+
+def assert_paid_once(cache_dir: Path, vendor_ledger: list[dict], key_name: str = "carol") -> int:
+    """`cache verify` passes, nothing is left pending, paid images = unique images, and the vendor's ledger
+    equals the cache's, row for row. Returns the number of images."""
+    mine = [r for r in vendor_ledger if r["key_name"] == key_name]
+    with EmbeddingCache.open(cache_dir) as cache:
+        assert verify_cache(cache) == []
+        assert cache.pending() == {}, "a finished run leaves no request pending"
+        unique = cache.counts()["image"]
+        cache_rows = {r.request_id: (r.images, r.texts, r.tokens, round(r.cost * 1e9)) for r in cache.ledger()}
+    vendor_rows = {r["request_id"]: (r["images"], r["texts"], r["tokens"], r["cost"]) for r in mine}
+    assert sum(r["images"] for r in mine) == unique, "paid images = unique images"
+    assert cache_rows == vendor_rows, "the vendor's ledger = the cache's ledger, row for row"
+    return unique
