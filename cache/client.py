@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import threading
@@ -23,6 +24,7 @@ from teacher_service.schema import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+log = logging.getLogger("vl2v.client")
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _ITEM = re.compile(r"^input\[(\d+)\]")
 
@@ -142,16 +144,25 @@ class TeacherClient:
                 response = self._session().request(method, self.url + path, timeout=self._timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 last = f"{type(e).__name__}: {e}"
-                self._sleep(self._retry.backoff(attempt, self._rng))
+                self._wait_to_retry(path, attempt, last, self._retry.backoff(attempt, self._rng))
                 continue
             if response.ok:
                 return response
             if response.status_code in _RETRY_STATUS and response.headers.get("x-should-retry") != "false":
                 last = f"HTTP {response.status_code}: {_message(response)}"
-                self._sleep(_retry_after(response) or self._retry.backoff(attempt, self._rng))
+                self._wait_to_retry(
+                    path, attempt, last, _retry_after(response) or self._retry.backoff(attempt, self._rng)
+                )
                 continue
             raise _typed_error(response)
         raise VendorUnreachable(f"{self.url}{path}: gave up after {self._retry.attempts} attempts ({last})")
+
+    def _wait_to_retry(self, path: str, attempt: int, reason: str, seconds: float) -> None:
+        if attempt + 1 < self._retry.attempts:
+            log.info(
+                "retrying %s in %.2fs (attempt %d of %d): %s", path, seconds, attempt + 2, self._retry.attempts, reason
+            )
+            self._sleep(seconds)
 
 
 def _retry_after(response: requests.Response) -> float | None:

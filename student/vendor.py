@@ -37,12 +37,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def local_vendor(
-    serve_args: list[str], env: dict[str, str], state_dir: Path, timeout: float = 300.0
+    serve_args: list[str], env: dict[str, str], state_dir: Path, timeout: float = 300.0, port: int | None = None
 ) -> Iterator[LocalVendor]:
-    """Run `vl2v serve <serve_args>` with extra environment `env` until the block ends (or Ctrl-C)."""
+    """Run `vl2v serve <serve_args>` with extra environment `env` until the block ends (or Ctrl-C).
+
+    `port` (default: a free one) lets a restarted vendor come back where its clients expect it. The log in
+    `state_dir/vendor.log` is appended to, so restarts keep one history.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "vendor.log"
-    port = free_port()
+    port = port or free_port()
     command = [
         sys.executable,
         "-m",
@@ -56,7 +60,7 @@ def local_vendor(
         str(state_dir),
         *serve_args,
     ]
-    with log.open("w") as out:
+    with log.open("a") as out:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
         vendor = LocalVendor(f"http://127.0.0.1:{port}", process, log)
         try:

@@ -30,7 +30,7 @@ def test_24_rounds_of_kill_9_then_a_resume_pays_each_image_exactly_once(make_set
                 time.sleep(rng.uniform(0.0, 4.0))
             else:  # somewhere in the paying phase
                 wait_until(
-                    lambda: len(vendor.state.store.ledger()) > rows_before or process.poll() is not None,
+                    lambda p=process, n=rows_before: len(vendor.state.store.ledger()) > n or p.poll() is not None,
                     what="this round to pay for something",
                     timeout=120,
                 )
