@@ -123,6 +123,11 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` entries documenting that a route may answer these statuses with the error envelope."""
+    return {status: {"model": ErrorEnvelope} for status in statuses}
+
+
 def image_data_url(data: bytes, mime: str = "image/jpeg") -> str:
     """The wire form of an image: a base64 data URL."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -23,14 +23,14 @@ from ..schema import (
     REQUEST_ID_HEADER,
     EmbeddingRequest,
     EmbeddingResponse,
-    ErrorEnvelope,
     ImageInput,
     encode_vector,
+    error_responses,
 )
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
-_ERRORS = {code: {"model": ErrorEnvelope} for code in (400, 401, 402, 404, 409, 413, 422, 429, 503)}
+_ERRORS = error_responses(400, 401, 402, 404, 409, 413, 422, 429, 503)
 
 
 @router.post("/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)

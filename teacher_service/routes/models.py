@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..deps import AccountDep, StateDep, TeacherDep
-from ..schema import ModelCard, ModelList, Pricing
+from ..schema import ModelCard, ModelList, Pricing, error_responses
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, responses=error_responses(401, 503))
 def list_models(state: StateDep, teacher: TeacherDep, _: AccountDep) -> ModelList:
     """The served model: id, embedding dim, image size, logit scale, preprocessing, fingerprint, prices."""
     info, settings = teacher.encoder.info, state.settings

@@ -8,12 +8,12 @@ from fastapi import APIRouter
 
 from ..billing import NANOS
 from ..deps import AccountDep, StateDep
-from ..schema import UsageReport
+from ..schema import UsageReport, error_responses
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 
-@router.get("/usage", response_model=UsageReport)
+@router.get("/usage", response_model=UsageReport, responses=error_responses(401))
 async def usage(state: StateDep, account: AccountDep) -> UsageReport:
     """Balance and spend of the key that asks; no key can see another's."""
     totals = await asyncio.to_thread(state.store.usage, account)
