@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ _LOCK = "writer.lock"
 # Fields of the teacher that change an embedding: a cache never mixes two values of any of them.
 TEACHER_IDENTITY = ("fingerprint", "embedding_dim", "preprocess", "precision")
 
+log = logging.getLogger("vl2v.cache")
 T = TypeVar("T")
 
 
@@ -293,13 +295,21 @@ class EmbeddingCache:
 def _take_writer_lock(path: Path, wait: bool) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            os.close(fd)
+            raise
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+        if not wait:
+            os.close(fd)
             raise CacheBusy(f"{path.parent} is being written by {holder}; wait for it, or pass --wait") from None
-        raise
+        log.info("waiting for %s to finish writing %s", holder, path.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:  # Ctrl-C while waiting
+            os.close(fd)
+            raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
     return fd

@@ -200,6 +200,7 @@ def _describe(config: DistillConfig, hparams, knowledge: TeacherKnowledge) -> di
         "config": asdict(config),
         "hparams": asdict(hparams),
         "teacher": {k: knowledge.teacher.get(k) for k in ("id", "fingerprint", "embedding_dim", "logit_scale")},
+        "cached_images": len(knowledge.index),  # the snapshot trained on, should a query still be adding to it
         "note": "teacher embeddings are of the clean image (one paid query each); augmented views distil toward "
         "them (METHODS.md, 'The offline cache versus the papers')",
     }

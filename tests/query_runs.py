@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,14 +27,17 @@ def spawn_query(url: str, pacs_mini: Path, cache: Path, *extra: str, key: str = 
     return subprocess.Popen([*command, "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def slow_encoder(seconds_per_batch: float) -> EncoderFactory:
-    """The real tiny teacher, made to spend `seconds_per_batch` on every image batch."""
+def slow_encoder(seconds_per_batch: float, gate: threading.Event | None = None) -> EncoderFactory:
+    """The real tiny teacher, made to spend `seconds_per_batch` on every image batch (and, with `gate`, to hold
+    every image batch until the gate is set)."""
 
     def factory(settings):
         encoder = load_encoder(settings)
         encode = encoder.encode_images
 
         def slow(pixels):
+            if gate is not None:
+                gate.wait()
             time.sleep(seconds_per_batch)
             return encode(pixels)
 
@@ -41,6 +45,22 @@ def slow_encoder(seconds_per_batch: float) -> EncoderFactory:
         return encoder
 
     return factory
+
+
+def read_until(stream, text: str, timeout: float) -> str:
+    """Lines of a child's `stream` up to and including the first that contains `text` (or all it wrote in time)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return "".join(lines)
 
 
 def read_vendor_ledger(state_dir: Path) -> list[dict]:
