@@ -50,14 +50,16 @@ def cache_info(cache: EmbeddingCache) -> dict:
 def verify_cache(cache: EmbeddingCache) -> list[str]:
     """Every problem found; an empty list means the cache is whole.
 
-    Checks: every item has an embedding and every embedding an item; every embedding (image and text) is finite,
-    unit-norm and of the recorded dim; the ledger pays for exactly the embeddings held; nothing is left pending.
+    Checks: every embedding's bytes still match their checksum; every item has an embedding and every embedding
+    an item; every embedding (image and text) is finite, unit-norm and of the recorded dim; the ledger pays for
+    exactly the embeddings held; nothing is left pending.
     """
     problems: list[str] = []
     teacher = cache.teacher
     if teacher is None:
         return ["no teacher recorded in meta: the cache was never written by `vl2v query`"]
     dim = int(teacher["embedding_dim"])
+    problems += [f"{name[:80]}: checksum mismatch, its bytes changed on disk" for name in cache.damaged()]
     item_keys = {k for k, _ in cache.items()}
     image_keys = set()
     for key, vector in cache.images():

@@ -2,14 +2,15 @@
 
     meta     schema version, teacher fingerprint, dataset, dtype
     items    image key (sha256 of the file bytes) -> {"paths": [...]}: relative paths share one key
-    image    image key -> float32 embedding bytes
-    text     prompt -> float32 embedding bytes
+    image    image key -> float32 embedding bytes + CRC-32 of (key, bytes)
+    text     prompt -> float32 embedding bytes + CRC-32 of (prompt, bytes)
     ledger   request id -> one paid request {idempotency_key, images, texts, tokens, cost, time, replayed}
     skipped  image key -> {"reason", "stage", "paths"}
     pending  idempotency key -> a request sent but not yet committed (replayed first on the next run)
 
 One writer at a time, enforced with a lock file; readers never block it (LMDB MVCC). An embedding, its item and
-its ledger row are committed in one transaction.
+its ledger row are committed in one transaction. LMDB keeps no checksums of its own, so each embedding carries
+one: `vl2v cache verify` finds a flipped bit that a norm check would miss (schema v2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import fcntl
 import json
 import logging
 import os
+import struct
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import TypeVar
 import lmdb
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DTYPE = "float32"
 _DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending")
 _LOCK = "writer.lock"
@@ -132,12 +135,38 @@ class EmbeddingCache:
                     txn.put(b"dtype", DTYPE.encode(), db=self._db["meta"]),
                 )
             )
+        elif int(self._get("meta", b"schema_version")) == 1:
+            self._upgrade_from_v1()
         self._check_schema()
 
     def _check_schema(self) -> None:
         found = self._get("meta", b"schema_version")
+        if found is not None and int(found) == 1:
+            raise CacheMismatch(
+                f"{self.path} was written by an older vl2v (cache schema v1, no checksums); upgrade it in place, "
+                f"keeping every embedding: vl2v cache upgrade {self.path}"
+            )
         if found is not None and int(found) != SCHEMA_VERSION:
             raise CacheMismatch(f"{self.path} has cache schema v{int(found)}; this vl2v reads v{SCHEMA_VERSION}")
+
+    def _upgrade_from_v1(self) -> None:
+        """v1 stored bare float32 bytes; v2 appends each embedding's checksum. One transaction: all or nothing."""
+
+        def write(txn: lmdb.Transaction) -> int:
+            count = 0
+            for db in ("image", "text"):
+                for key, value in [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._db[db])]:
+                    txn.put(key, value + _checksum(key, value), db=self._db[db])
+                    count += 1
+            txn.put(b"schema_version", str(SCHEMA_VERSION).encode(), db=self._db["meta"])
+            return count
+
+        log.info(
+            "upgraded %s to cache schema v%d: checksums added to %d embeddings",
+            self.path,
+            SCHEMA_VERSION,
+            self._write(write),
+        )
 
     def meta(self) -> dict:
         with self._env.begin(db=self._db["meta"]) as txn:
@@ -196,11 +225,11 @@ class EmbeddingCache:
 
     def image(self, key: str) -> np.ndarray | None:
         raw = self._get("image", key.encode())
-        return np.frombuffer(raw, dtype=np.float32) if raw is not None else None
+        return _vector(raw) if raw is not None else None
 
     def images(self) -> Iterator[tuple[str, np.ndarray]]:
         for k, v in self._scan("image"):
-            yield k.decode(), np.frombuffer(v, dtype=np.float32)
+            yield k.decode(), _vector(v)
 
     def image_matrix(self) -> tuple[list[str], np.ndarray]:
         """Every image embedding in one (N, D) array, read in one pass; keys in LMDB order."""
@@ -210,7 +239,7 @@ class EmbeddingCache:
             keys, matrix = [], np.empty((n, dim), np.float32)
             for i, (k, v) in enumerate(txn.cursor()):
                 keys.append(bytes(k).decode())
-                matrix[i] = np.frombuffer(v, dtype=np.float32)
+                matrix[i] = _vector(v)
         return keys, matrix
 
     def items(self) -> Iterator[tuple[str, list[str]]]:
@@ -218,7 +247,16 @@ class EmbeddingCache:
             yield k.decode(), json.loads(v)["paths"]
 
     def texts(self) -> dict[str, np.ndarray]:
-        return {k.decode(): np.frombuffer(v, dtype=np.float32) for k, v in self._scan("text")}
+        return {k.decode(): _vector(v) for k, v in self._scan("text")}
+
+    def damaged(self) -> list[str]:
+        """Embeddings whose stored checksum no longer matches their key and bytes: "image <key>", "text <prompt>"."""
+        return [
+            f"{db} {k.decode(errors='replace')}"
+            for db in ("image", "text")
+            for k, v in self._scan(db)
+            if len(v) < _CRC.size or _checksum(k, v[: -_CRC.size]) != v[-_CRC.size :]
+        ]
 
     def ledger(self) -> list[LedgerRow]:
         rows = [LedgerRow(**json.loads(v)) for _, v in self._scan("ledger")]
@@ -241,7 +279,7 @@ class EmbeddingCache:
 
         def write(txn: lmdb.Transaction) -> None:
             for key, (vector, paths) in embeddings.items():
-                txn.put(key.encode(), np.asarray(vector, np.float32).tobytes(), db=self._db["image"])
+                txn.put(key.encode(), _packed(key.encode(), vector), db=self._db["image"])
                 self._merge_paths(txn, key, paths)
             self._put_ledger(txn, row)
 
@@ -250,7 +288,7 @@ class EmbeddingCache:
     def commit_texts(self, embeddings: dict[str, np.ndarray], row: LedgerRow) -> None:
         def write(txn: lmdb.Transaction) -> None:
             for prompt, vector in embeddings.items():
-                txn.put(prompt.encode(), np.asarray(vector, np.float32).tobytes(), db=self._db["text"])
+                txn.put(prompt.encode(), _packed(prompt.encode(), vector), db=self._db["text"])
             self._put_ledger(txn, row)
 
         self._write(write)
@@ -290,6 +328,22 @@ class EmbeddingCache:
                     return fn(txn)
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+
+_CRC = struct.Struct("<I")
+
+
+def _checksum(key: bytes, data: bytes) -> bytes:
+    return _CRC.pack(zlib.crc32(data, zlib.crc32(key)))
+
+
+def _packed(key: bytes, vector: np.ndarray) -> bytes:
+    data = np.asarray(vector, "<f4").tobytes()
+    return data + _checksum(key, data)
+
+
+def _vector(value: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(value, dtype="<f4", count=(len(value) - _CRC.size) // 4)
 
 
 def _take_writer_lock(path: Path, wait: bool) -> int:

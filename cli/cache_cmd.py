@@ -13,7 +13,7 @@ from rich.table import Table
 from cache.client import RetryPolicy, TeacherClient, VendorError
 from cache.export import FORMATS, export_npz
 from cache.inspect import cache_info, verify_cache
-from cache.store import EmbeddingCache
+from cache.store import SCHEMA_VERSION, EmbeddingCache
 
 from . import exit_codes
 from .errors import reports_errors
@@ -100,6 +100,15 @@ def verify(path: CacheArg = DEFAULT_CACHE, json_out: Json = False) -> None:
     else:
         typer.echo(f"ok: {path} is whole")
     raise typer.Exit(exit_codes.ERROR if problems else exit_codes.OK)
+
+
+@cache_app.command("upgrade")
+@reports_errors
+def upgrade(path: CacheArg = DEFAULT_CACHE) -> None:
+    """Bring a cache written by an older vl2v to this version's format, in place, keeping every embedding."""
+    with EmbeddingCache.open(path, write=True) as cache:
+        counts = cache.counts()
+    typer.echo(f"ok: {path} is cache schema v{SCHEMA_VERSION} ({counts['image']} images, {counts['text']} texts)")
 
 
 @cache_app.command("export")

@@ -209,9 +209,15 @@ def test_verify_finds_broken_embeddings_and_unreadable_files(vendor, pacs_mini, 
     assert cli("cache", "verify", str(tmp_path / "c"))[0] == 0
     with EmbeddingCache.open(tmp_path / "c", write=True) as cache:
         key = next(k for k, _ in cache.items())
-        cache._write(lambda txn: txn.put(key.encode(), bytes(4 * 32), db=cache._db["image"]))
+        db = cache._db["image"]
+        stored = bytearray(cache._get("image", key.encode()))
+        stored[0] ^= 0x01  # the lowest mantissa bit of one value: far too small for the norm check to notice
+        cache._write(lambda txn: txn.put(key.encode(), bytes(stored), db=db))
+        zeroed = next(k for k, _ in cache.items() if k != key)
+        cache._write(lambda txn: txn.put(zeroed.encode(), bytes(4 * 33), db=db))
     code, output = cli("cache", "verify", str(tmp_path / "c"))
-    assert code == ERROR and f"image {key[:12]}: norm 0.0000" in output
+    assert code == ERROR and f"image {key}: checksum mismatch" in output
+    assert f"image {zeroed}: checksum mismatch" in output and f"image {zeroed[:12]}: norm 0.0000" in output
 
     data = tmp_path / "c" / "data.mdb"
     data.write_bytes(data.read_bytes()[:4096])

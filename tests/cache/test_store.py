@@ -7,8 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from cache.store import CacheBusy, CacheMismatch, CacheMissing, EmbeddingCache, LedgerRow
+from cache.store import SCHEMA_VERSION, CacheBusy, CacheMismatch, CacheMissing, EmbeddingCache, LedgerRow
+from cli.app import app
 
 TEACHER = {
     "id": "vl2v-tiny",
@@ -119,5 +121,30 @@ def test_the_cache_refuses_another_dataset_but_allows_a_moved_root(tmp_path):
 def test_a_schema_version_mismatch_is_a_clear_error(tmp_path):
     with EmbeddingCache.open(tmp_path, write=True) as cache:
         cache._write(lambda txn: txn.put(b"schema_version", b"99", db=cache._db["meta"]))
-    with pytest.raises(CacheMismatch, match="schema v99; this vl2v reads v1"):
+    with pytest.raises(CacheMismatch, match=f"schema v99; this vl2v reads v{SCHEMA_VERSION}"):
         EmbeddingCache.open(tmp_path)
+
+
+def test_a_cache_from_before_checksums_is_upgraded_in_place_keeping_every_embedding(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+        cache.commit_images({"a" * 64: (unit(0), ["photo/dog/1.jpg"])}, row("r1", images=1))
+        cache.commit_texts({"a photo of a dog": unit(1)}, row("r2", texts=1))
+        v1 = {db: [(k, v[:-4]) for k, v in cache._scan(db)] for db in ("image", "text")}  # strip the checksums
+
+        def downgrade(txn):
+            for db, pairs in v1.items():
+                for key, value in pairs:
+                    txn.put(key, value, db=cache._db[db])
+            txn.put(b"schema_version", b"1", db=cache._db["meta"])
+
+        cache._write(downgrade)
+    with pytest.raises(CacheMismatch, match=f"vl2v cache upgrade {tmp_path}"):
+        EmbeddingCache.open(tmp_path)
+
+    result = CliRunner().invoke(app, ["cache", "upgrade", str(tmp_path)])
+    assert result.exit_code == 0 and f"schema v{SCHEMA_VERSION} (1 images, 1 texts)" in result.output
+    with EmbeddingCache.open(tmp_path) as cache:
+        assert cache.damaged() == []
+        np.testing.assert_array_equal(cache.image("a" * 64), unit(0))
+        np.testing.assert_array_equal(cache.texts()["a photo of a dog"], unit(1))
