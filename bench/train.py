@@ -26,7 +26,8 @@ from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
 from student.data import make_splits, train_loader, train_transform
 from student.knowledge import TeacherKnowledge
-from student.methods import Context, get_method
+from student.methods import get_method
+from student.methods.base import Context
 from student.models import timm_student
 
 

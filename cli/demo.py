@@ -1,4 +1,7 @@
-"""`vl2v demo`: the whole pipeline on the embedded world, in one command, offline."""
+"""`vl2v demo`: the whole pipeline on the embedded world, in one command, offline.
+
+`student.demo` imports torch; it is imported when the command runs, so the rest of `vl2v` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from student.demo import DemoConfig, run_demo
+from student.config import DemoConfig
 
 from .errors import reports_errors, stderr
 from .options import Json
@@ -34,6 +37,8 @@ def demo(
 ) -> None:
     """Play vendor and client end to end: generate the world, serve the demo teacher, buy its embeddings, distil
     students and compare them with the teacher on a held-out domain. No data, keys or internet needed."""
+    from student.demo import run_demo
+
     config = DemoConfig(
         out=out,
         target=target,

@@ -1,4 +1,7 @@
-"""`vl2v distill`: train and evaluate a student offline, from the cache alone."""
+"""`vl2v distill`: train and evaluate a student offline, from the cache alone.
+
+`student.run` imports torch; it is imported when the command runs, so the rest of `vl2v` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from student.config import DistillConfig, TrainConfig
 from student.methods import method_names
-from student.run import DistillConfig, distill
-from student.trainer import TrainConfig
 
 from .errors import reports_errors, stderr
 from .options import DEFAULT_CACHE, CacheDir, Json
@@ -62,6 +64,8 @@ def distill_command(
     images of the source domains, is selected on their `out` images (ID accuracy), and is tested on the whole
     target domain (OOD accuracy). The target domain's images never enter a training batch. No teacher query.
     """
+    from student.run import distill
+
     overrides = parse_sets(set_) | ({"lr": str(lr)} if lr is not None else {})
     config = DistillConfig(
         cache_dir=cache,

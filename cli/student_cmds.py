@@ -1,4 +1,7 @@
-"""Commands that use what `vl2v distill` and `vl2v query` left behind: zeroshot, evaluate, predict, report."""
+"""Commands that use what `vl2v distill` and `vl2v query` left behind: zeroshot, evaluate, predict, report.
+
+Modules that import torch are imported inside the commands that need them, so the rest of `vl2v` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,7 @@ import typer
 
 from cache.prompts import TEMPLATES
 from cache.store import EmbeddingCache
-from student.evaluate import evaluate_model, find_models, predict_images
 from student.report import chart, collect, markdown
-from student.zeroshot import zeroshot_accuracy
 
 from .errors import reports_errors
 from .options import DEFAULT_CACHE, CacheDir, Json
@@ -25,6 +26,8 @@ def zeroshot(
     json_out: Json = False,
 ) -> None:
     """The teacher's own zero-shot accuracy per domain, from cached embeddings: no query, no cost."""
+    from student.zeroshot import zeroshot_accuracy
+
     with EmbeddingCache.open(cache) as store:
         result = zeroshot_accuracy(store, templates)
     if json_out:
@@ -44,6 +47,8 @@ def evaluate(
     json_out: Json = False,
 ) -> None:
     """Re-evaluate saved students on every domain folder under DATA_DIR."""
+    from student.evaluate import evaluate_model, find_models
+
     results = [evaluate_model(m, data_dir, device=device, workers=workers) for m in find_models(run)]
     if json_out:
         typer.echo(json.dumps({"results": results}))
@@ -63,6 +68,8 @@ def predict(
     json_out: Json = False,
 ) -> None:
     """Print the top-k classes of each image."""
+    from student.evaluate import find_models, predict_images
+
     model = find_models(run)[0]
     results = predict_images(model, images, top_k=top_k, device=device)
     if json_out:

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from cache.prompts import all_prompts
 
 from .knowledge import TeacherKnowledge
-from .methods import Context, Method, get_method
+from .methods import get_method
+from .methods.base import Context, Method
 from .models import Backbone, clip_image_tower, timm_student
 
 MODEL_FILE = "model.safetensors"

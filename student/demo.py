@@ -10,41 +10,20 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from cache.client import TeacherClient
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
 from teacher_service.demo.world import DOMAINS, write_benchmark
 
+from .config import DemoConfig, DistillConfig, TrainConfig
 from .report import chart
-from .run import DistillConfig, distill
-from .trainer import Progress, TrainConfig
+from .run import distill
+from .trainer import Progress
 from .vendor import local_vendor
 from .zeroshot import zeroshot_accuracy
 
 Event = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    out: Path = Path("vl2v-demo")
-    target: str = "sketch"
-    methods: tuple[str, ...] = ("erm", "kd", "adip")
-    student: str = "resnet18"
-    steps: int = 300  # per stage
-    lr: float = 1e-3  # students start from scratch here, not from ImageNet weights as in the papers (5e-5)
-    batch_size: int = 16  # per source domain
-    eval_every: int = 100
-    per_class: int = 40  # images per domain and class
-    budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class)
-    seed: int = 0
-    workers: int = 2
-
-    def __post_init__(self) -> None:
-        if self.target not in DOMAINS:
-            raise ValueError(f"--target {self.target!r} is not one of {list(DOMAINS)}")
 
 
 def run_demo(

@@ -12,7 +12,7 @@ import json
 import logging
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,39 +21,15 @@ from cache.datasets import REGISTRY, open_dataset, prompt_words
 from cache.store import EmbeddingCache
 
 from .checkpoint import MODEL_FILE, save_student
+from .config import DistillConfig, TrainConfig
 from .data import eval_transform, make_splits, train_transform
 from .knowledge import TeacherKnowledge
-from .methods import Context, get_method
+from .methods import get_method
+from .methods.base import Context
 from .models import clip_image_tower, timm_student
-from .trainer import Progress, TrainConfig, Trainer
+from .trainer import Progress, Trainer
 
 log = logging.getLogger("vl2v.distill")
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """What `vl2v distill` was asked to do."""
-
-    cache_dir: Path
-    method: str
-    student: str
-    out: Path
-    test_domains: tuple[str, ...] = ("all",)
-    pretrained: bool = True
-    student_weights: str | None = None
-    trials: int = 1
-    image_size: int = 224
-    data_dir: Path | None = None  # where the images are now, if they moved since the query
-    overrides: dict[str, str] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        get_method(self.method)
-        if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
-        if self.image_size < 8:
-            raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
 
 
 def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None) -> dict:

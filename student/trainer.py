@@ -18,31 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .averaging import AVERAGING, NoAveraging, State, apply_average
+from .config import TrainConfig
 from .data import Splits, eval_loader, train_loader
 from .knowledge import TeacherKnowledge
 from .methods.base import Method, Stage
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 5001  # per stage (VL2V-ADiP, SCMD); DomainBed's default
-    batch_size: int = 32  # images per source domain per step
-    eval_every: int = 200
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    eval_batch_size: int = 64
-    amp: bool = True  # bf16 (or fp16 with loss scaling) autocast on CUDA; ignored on CPU
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
 
 
 @dataclass

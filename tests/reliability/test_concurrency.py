@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-from student.run import DistillConfig, distill
-from student.trainer import TrainConfig
+from student.config import DistillConfig, TrainConfig
+from student.run import distill
 from teacher_service.billing import NANOS
 from teacher_service.schema import COST_HEADER, IDEMPOTENCY_HEADER, REPLAYED_HEADER
 

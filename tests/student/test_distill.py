@@ -18,9 +18,10 @@ from cli.app import app
 from cli.exit_codes import ERROR
 from student import data as student_data
 from student.checkpoint import load_student
+from student.config import DistillConfig, TrainConfig
 from student.methods import method_names
-from student.run import DistillConfig, distill
-from student.trainer import CHECKPOINT, TrainConfig
+from student.run import distill
+from student.trainer import CHECKPOINT
 
 from ..conftest import TINY, wait_until
 

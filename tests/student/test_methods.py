@@ -12,7 +12,8 @@ from torch.testing import assert_close
 
 from cache.prompts import all_prompts
 from student.knowledge import TeacherKnowledge
-from student.methods import Context, get_method, method_names
+from student.methods import get_method, method_names
+from student.methods.base import Context
 from student.models import Backbone
 
 D = C = 3  # teacher dim = number of classes, so identity heads are possible
@@ -67,6 +68,7 @@ def kd(zt, zs, t):
 
 def test_the_registry_lists_every_method_and_rejects_others():
     assert set(method_names()) == {"erm", "kd", "rise", "scmd", "adip", "sd"}
+    assert [get_method(name).name for name in method_names()] == method_names(), "each module registers its name"
     with pytest.raises(ValueError, match=r"unknown method 'swag'; choose one of"):
         get_method("swag")
 
