@@ -59,14 +59,13 @@ def verify_cache(cache: EmbeddingCache) -> list[str]:
     if teacher is None:
         return ["no teacher recorded in meta: the cache was never written by `vl2v query`"]
     dim = int(teacher["embedding_dim"])
-    problems += [f"{name[:80]}: checksum mismatch, its bytes changed on disk" for name in cache.damaged()]
     item_keys = {k for k, _ in cache.items()}
     image_keys = set()
-    for key, vector in cache.images():
+    for key, vector, intact in cache.checked("image"):
         image_keys.add(key)
-        problems += _check_vector(f"image {key[:12]}", vector, dim)
-    for prompt, vector in cache.texts().items():
-        problems += _check_vector(f"text {prompt!r}", vector, dim)
+        problems += _check_crc(f"image {key}", intact) + _check_vector(f"image {key[:12]}", vector, dim)
+    for prompt, vector, intact in cache.checked("text"):
+        problems += _check_crc(f"text {prompt}", intact) + _check_vector(f"text {prompt!r}", vector, dim)
     problems += [f"item {k[:12]} has no embedding" for k in sorted(item_keys - image_keys)]
     problems += [f"embedding {k[:12]} has no item (paths)" for k in sorted(image_keys - item_keys)]
     ledger = cache.ledger()
@@ -77,6 +76,10 @@ def verify_cache(cache: EmbeddingCache) -> list[str]:
         problems.append(f"ledger pays for {paid_texts} texts but the cache holds {cache.counts()['text']}")
     problems += [f"request {k} is pending (run `vl2v query` again to finish it)" for k in cache.pending()]
     return problems
+
+
+def _check_crc(name: str, intact: bool) -> list[str]:
+    return [] if intact else [f"{name[:80]}: checksum mismatch, its bytes changed on disk"]
 
 
 def _check_vector(name: str, vector: np.ndarray, dim: int) -> list[str]:

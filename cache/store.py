@@ -128,14 +128,15 @@ class EmbeddingCache:
     # -- meta ------------------------------------------------------------------------------------------------
 
     def _init_meta(self) -> None:
-        if self._get("meta", b"schema_version") is None:
+        found = self._get("meta", b"schema_version")
+        if found is None:
             self._write(
                 lambda txn: (
                     txn.put(b"schema_version", str(SCHEMA_VERSION).encode(), db=self._db["meta"]),
                     txn.put(b"dtype", DTYPE.encode(), db=self._db["meta"]),
                 )
             )
-        elif int(self._get("meta", b"schema_version")) == 1:
+        elif int(found) == 1:
             self._upgrade_from_v1()
         self._check_schema()
 
@@ -249,14 +250,11 @@ class EmbeddingCache:
     def texts(self) -> dict[str, np.ndarray]:
         return {k.decode(): _vector(v) for k, v in self._scan("text")}
 
-    def damaged(self) -> list[str]:
-        """Embeddings whose stored checksum no longer matches their key and bytes: "image <key>", "text <prompt>"."""
-        return [
-            f"{db} {k.decode(errors='replace')}"
-            for db in ("image", "text")
-            for k, v in self._scan(db)
-            if len(v) < _CRC.size or _checksum(k, v[: -_CRC.size]) != v[-_CRC.size :]
-        ]
+    def checked(self, db: str) -> Iterator[tuple[str, np.ndarray, bool]]:
+        """Every embedding of `db` ("image" or "text") with whether its bytes still match their checksum."""
+        for k, v in self._scan(db):
+            intact = len(v) >= _CRC.size and _checksum(k, v[: -_CRC.size]) == v[-_CRC.size :]
+            yield k.decode(errors="replace"), _vector(v), intact
 
     def ledger(self) -> list[LedgerRow]:
         rows = [LedgerRow(**json.loads(v)) for _, v in self._scan("ledger")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from teacher_service.demo.world import DOMAINS
 
-from .methods import method_names
+from .methods import check_method_name
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ class DistillConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in method_names():
-            raise ValueError(f"unknown method {self.method!r}; choose one of {method_names()}")
+        check_method_name(self.method)
         if self.trials < 1:
             raise ValueError(f"--trials must be >= 1, got {self.trials}")
         if self.image_size < 8:

@@ -63,18 +63,28 @@ def read_until(stream, text: str, timeout: float) -> str:
     return "".join(lines)
 
 
+def _vendor_db(state_dir: Path) -> sqlite3.Connection:
+    """The vendor's billing database, read-only: the service may still be running."""
+    db = sqlite3.connect(f"file:{state_dir / BILLING_DB}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    return db
+
+
 def read_vendor_ledger(state_dir: Path) -> list[dict]:
-    """The vendor's ledger rows, read straight from its SQLite file (read-only; the service may be running)."""
-    with sqlite3.connect(f"file:{state_dir / BILLING_DB}?mode=ro", uri=True) as db:
-        db.row_factory = sqlite3.Row
+    """The vendor's ledger rows, as its own `BillingStore.ledger()` gives them, read from the file."""
+    with _vendor_db(state_dir) as db:
         rows = db.execute("SELECT l.*, k.name AS key_name FROM ledger l JOIN keys k ON k.id = l.key_id ORDER BY l.id")
         return [dict(r) for r in rows]
 
 
 def read_vendor_balances(state_dir: Path) -> dict[str, tuple[int, int]]:
     """Each key's (balance, spent) in nanos, from the vendor's SQLite file."""
-    with sqlite3.connect(f"file:{state_dir / BILLING_DB}?mode=ro", uri=True) as db:
-        return {name: (balance, spent) for name, balance, spent in db.execute("SELECT name, balance, spent FROM keys")}
+    with _vendor_db(state_dir) as db:
+        return {r["name"]: (r["balance"], r["spent"]) for r in db.execute("SELECT name, balance, spent FROM keys")}
+
+
+def paid_images(vendor_ledger: list[dict], key_name: str = "carol") -> int:
+    return sum(r["images"] for r in vendor_ledger if r["key_name"] == key_name)
 
 
 def assert_paid_once(cache_dir: Path, vendor_ledger: list[dict], key_name: str = "carol") -> int:
@@ -87,6 +97,6 @@ def assert_paid_once(cache_dir: Path, vendor_ledger: list[dict], key_name: str =
         unique = cache.counts()["image"]
         cache_rows = {r.request_id: (r.images, r.texts, r.tokens, round(r.cost * 1e9)) for r in cache.ledger()}
     vendor_rows = {r["request_id"]: (r["images"], r["texts"], r["tokens"], r["cost"]) for r in mine}
-    assert sum(r["images"] for r in mine) == unique, "paid images = unique images"
+    assert paid_images(vendor_ledger, key_name) == unique, "paid images = unique images"
     assert cache_rows == vendor_rows, "the vendor's ledger = the cache's ledger, row for row"
     return unique

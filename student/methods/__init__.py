@@ -28,9 +28,14 @@ def method_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _SHARED)
 
 
-def get_method(name: str) -> type[Method]:
+def check_method_name(name: str) -> None:
+    """A ValueError naming the choices, unless `name` is a method. Imports nothing."""
     if name not in method_names():
         raise ValueError(f"unknown method {name!r}; choose one of {method_names()}")
+
+
+def get_method(name: str) -> type[Method]:
+    check_method_name(name)
     if name not in REGISTRY:
         importlib.import_module(f"{__name__}.{name}")
     if name not in REGISTRY:
@@ -38,4 +43,4 @@ def get_method(name: str) -> type[Method]:
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "get_method", "method_names", "register_method"]
+__all__ = ["REGISTRY", "check_method_name", "get_method", "method_names", "register_method"]

@@ -22,7 +22,7 @@ from cli.exit_codes import AUTH_FAILED, ERROR, INTERRUPTED, QUOTA_EXHAUSTED, VEN
 from teacher_service.runtime import load_encoder
 
 from ..conftest import KEYS, make_tiny_checkpoint, run_service, wait_until
-from ..query_runs import assert_paid_once, pacs_args, slow_encoder, spawn_query
+from ..query_runs import assert_paid_once, pacs_args, paid_images, slow_encoder, spawn_query
 
 CAROL = "carol:sk-carol:1000"
 
@@ -45,7 +45,7 @@ def cli(*args: str, key: str | None = None) -> tuple[int, str]:
 
 
 def server_images(vendor, name: str = "carol") -> int:
-    return sum(r["images"] for r in vendor.state.store.ledger() if r["key_name"] == name)
+    return paid_images(vendor.state.store.ledger(), name)
 
 
 def test_the_budget_is_never_exceeded_on_the_vendors_ledger_and_a_rerun_pays_nothing(vendor, pacs_mini, tmp_path):

@@ -17,7 +17,7 @@ from teacher_service.billing import NANOS
 from teacher_service.schema import COST_HEADER, IDEMPOTENCY_HEADER, REPLAYED_HEADER
 
 from ..conftest import TINY, run_service, wait_until
-from ..query_runs import assert_paid_once, read_until, slow_encoder, spawn_query
+from ..query_runs import assert_paid_once, paid_images, read_until, slow_encoder, spawn_query
 from ..teacher_service.test_api_contract import image
 
 CLIENTS = 8
@@ -85,8 +85,7 @@ def test_eight_clients_on_eight_keys_every_balance_and_ledger_adds_up(make_setti
             t.join(300)
         store = service.state.store
         ledger = store.ledger()
-        accounts = {a.name: a for a in store._accounts.values()}
-        usage = {name: store.usage(account) for name, account in accounts.items()}
+        usage = {f"k{i}": store.usage(store.authenticate(f"sk-client-{i:06d}")) for i in range(CLIENTS)}
 
     assert all(not t.is_alive() for t in threads)
     assert sum(sum(t.statuses.values()) for t in tallies) == CLIENTS * REQUESTS_PER_CLIENT
@@ -135,8 +134,9 @@ def test_distill_trains_on_a_cache_that_query_is_still_writing(make_settings, pa
     with run_service(make_settings(api_keys=CAROL), slow_encoder(0.05)) as vendor:
         query = spawn_query(vendor.url, pacs_mini, cache, "--batch-size", "4", "--concurrency", "2")
         try:
-            paid = lambda: sum(r["images"] for r in vendor.state.store.ledger())  # noqa: E731
-            wait_until(lambda: paid() >= 200, what="200 images in the cache", timeout=120)
+            wait_until(
+                lambda: paid_images(vendor.state.store.ledger()) >= 200, what="200 images in the cache", timeout=120
+            )
             summary = distill(
                 DistillConfig(
                     cache_dir=cache,

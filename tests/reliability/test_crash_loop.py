@@ -9,7 +9,7 @@ import time
 from cache.store import EmbeddingCache
 
 from ..conftest import run_service, wait_until
-from ..query_runs import assert_paid_once, slow_encoder, spawn_query
+from ..query_runs import assert_paid_once, paid_images, slow_encoder, spawn_query
 
 ROUNDS = 24
 SEED = 20261123
@@ -44,7 +44,7 @@ def test_24_rounds_of_kill_9_then_a_resume_pays_each_image_exactly_once(make_set
                 with EmbeddingCache.open(cache) as store:
                     pending_at_kill.append(len(store.pending()))
 
-        paid_by_the_crashed_rounds = sum(r["images"] for r in vendor.state.store.ledger())
+        paid_by_the_crashed_rounds = paid_images(vendor.state.store.ledger())
         final = spawn_query(vendor.url, pacs_mini, cache, *args)
         _, err = final.communicate(timeout=300)
         assert final.returncode == 0, err

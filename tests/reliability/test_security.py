@@ -8,6 +8,8 @@ import logging
 import pytest
 import requests
 
+from teacher_service.app import BILLING_DB
+
 from ..conftest import run_service
 from ..teacher_service.test_api_contract import embed, image
 from ..teacher_service.test_errors import assert_error
@@ -104,5 +106,5 @@ def test_the_api_and_every_open_answer_hide_keys_and_settings(make_settings, tmp
         answers = [requests.get(f"{service.url}{p}", timeout=10).text for p in ("/health", "/ready", "/metrics")]
         answers += [service.session().get(f"{service.url}/v1/models", timeout=10).text, str(spec)]
     for text in answers:
-        for hidden in (*SECRETS, "alice", "bob", str(state_dir), "billing.sqlite3"):
+        for hidden in (*SECRETS, "alice", "bob", str(state_dir), BILLING_DB):
             assert hidden not in text

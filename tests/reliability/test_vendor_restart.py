@@ -4,17 +4,18 @@ run finishes, and balance, vendor ledger and cache ledger agree to the nano-unit
 from __future__ import annotations
 
 from student.vendor import free_port, local_vendor
+from teacher_service.app import BILLING_DB
 
 from ..conftest import wait_until
-from ..query_runs import assert_paid_once, read_vendor_balances, read_vendor_ledger, spawn_query
+from ..query_runs import assert_paid_once, paid_images, read_vendor_balances, read_vendor_ledger, spawn_query
 
 KILLS = 3
 BUDGET = 400
 START_BALANCE_NANOS = 1000 * 10**9
 
 
-def paid_images(state_dir) -> int:
-    return sum(r["images"] for r in read_vendor_ledger(state_dir)) if (state_dir / "billing.sqlite3").exists() else 0
+def images_sold(state_dir) -> int:
+    return paid_images(read_vendor_ledger(state_dir)) if (state_dir / BILLING_DB).exists() else 0
 
 
 def test_the_vendor_killed_mid_request_three_times_loses_and_double_bills_nothing(tiny_checkpoint, pacs_mini, tmp_path):
@@ -30,9 +31,9 @@ def test_the_vendor_killed_mid_request_three_times_loses_and_double_bills_nothin
                 if life == KILLS:
                     _, err = query.communicate(timeout=300)
                     break
-                goal = paid_images(state) + 20
+                goal = images_sold(state) + 20
                 wait_until(
-                    lambda g=goal: paid_images(state) >= g, what="the vendor to sell 20 more images", timeout=120
+                    lambda g=goal: images_sold(state) >= g, what="the vendor to sell 20 more images", timeout=120
                 )
                 vendor.process.kill()
                 vendor.process.wait(30)
