@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,9 @@ def serve(
     port: Annotated[int, _opt("port", "TCP port")] = _D["port"],
     state_dir: Annotated[Path, _opt("state_dir", "folder of the durable billing ledger")] = _D["state_dir"],
     keys_file: Annotated[Path | None, _opt("keys_file", "file of name:key:balance lines (also VL2V_API_KEYS)")] = None,
+    create_billing: Annotated[
+        bool, _opt("create_billing", "create the billing database if missing (first start with keys)")
+    ] = _D["create_billing"],
     price_per_image: Annotated[float, _opt("price_per_image", "price of one image")] = _D["price_per_image"],
     price_per_1k_tokens: Annotated[float, _opt("price_per_1k_tokens", "price of 1,000 text tokens")] = _D[
         "price_per_1k_tokens"
@@ -57,6 +61,9 @@ def serve(
     ],
     max_image_bytes: Annotated[int, _opt("max_image_bytes", "encoded size cap per image")] = _D["max_image_bytes"],
     max_image_pixels: Annotated[int, _opt("max_image_pixels", "width x height cap per image")] = _D["max_image_pixels"],
+    body_timeout_s: Annotated[float, _opt("body_timeout_s", "seconds to receive a request body (408 after)")] = _D[
+        "body_timeout_s"
+    ],
     max_batch: Annotated[int, _opt("max_batch", "items per model call")] = _D["max_batch"],
     batch_wait_ms: Annotated[float, _opt("batch_wait_ms", "ms a batch waits to fill")] = _D["batch_wait_ms"],
     decode_workers: Annotated[int, _opt("decode_workers", "image decoding threads")] = _D["decode_workers"],
@@ -69,17 +76,24 @@ def serve(
     options = {k: v for k, v in locals().items() if v is not None}
     import uvicorn
 
-    from teacher_service.app import create_app
+    from teacher_service.app import create_app, open_billing
     from teacher_service.encoder import resolve_source
 
     settings = Settings(**options)
     for name in ("vl2v", "uvicorn"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
-    # Fail in one line, before binding a port, on anything knowable without loading the model.
+    # Fail in one line, before serving, on anything knowable without loading the model: the weights named,
+    # the keys, the billing database, the port.
     resolve_source(settings.model, settings.pretrained, settings.allow_random_weights)
     keys = settings.load_api_keys()
     if not keys:
         log.warning("no API keys configured (VL2V_API_KEYS or --keys-file): every request will get 401")
+    listening = _listen(settings.host, settings.port)
+    try:
+        store = open_billing(settings)
+    except BaseException:
+        listening.close()
+        raise
 
     failed: list[Exception] = []
     server: uvicorn.Server | None = None
@@ -89,7 +103,7 @@ def serve(
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_load_failure=stop_on_failure)
+    app = create_app(settings, store=store, on_load_failure=stop_on_failure)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -104,10 +118,24 @@ def serve(
         "serving %s on http://%s:%d (%d keys, state in %s)",
         settings.model,
         settings.host,
-        settings.port,
+        listening.getsockname()[1],
         len(keys),
         settings.state_dir,
     )
-    server.run()
+    server.run(sockets=[listening])
     if failed:
         raise typer.Exit(exit_codes.ERROR)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one clear line, not a server's traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -58,6 +58,7 @@ def local_vendor(
         str(port),
         "--state-dir",
         str(state_dir),
+        "--create-billing",  # a vendor of our own: its first start creates its books
         *serve_args,
     ]
     with log.open("a") as out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,21 +14,40 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .billing import BillingStore
-from .errors import ApiError
+from .errors import ApiError, invalid_body
 from .metrics import Metrics
 from .middleware import RequestContext
 from .routes import embeddings, health, models, usage
 from .runtime import EncoderFactory, ServiceState, Teacher, load_encoder
-from .settings import Settings
+from .schema import EmbeddingRequest
+from .settings import ConfigError, Settings
 
 log = logging.getLogger("vl2v.teacher")
 
 BILLING_DB = "billing.sqlite3"
 
 
+def open_billing(settings: Settings) -> BillingStore:
+    """The billing database with the configured keys active. A missing database is created only when no keys are
+    configured or `create_billing` is set (the first start), and always with a log line saying so.
+
+    Raises:
+        ConfigError: a bad key entry, a state folder that cannot be written, or a missing database not to create.
+    """
+    keys = settings.load_api_keys()
+    store = BillingStore(settings.state_dir / BILLING_DB, create=settings.create_billing or not keys)
+    try:
+        store.sync_keys(keys)
+    except sqlite3.Error as e:
+        store.close()
+        raise ConfigError(f"cannot write the billing database {store.path}: {e}") from None
+    return store
+
+
 def create_app(
     settings: Settings,
     *,
+    store: BillingStore | None = None,
     encoder_factory: EncoderFactory = load_encoder,
     on_load_failure: Callable[[Exception], None] | None = None,
 ) -> FastAPI:
@@ -35,6 +55,7 @@ def create_app(
 
     Args:
         settings: every option of the service.
+        store: the billing database, already opened (`open_billing`); opened at startup when not given.
         encoder_factory: builds the encoder from the settings; called on a worker thread at startup.
         on_load_failure: called if the model cannot be loaded (the CLI uses it to stop the server).
     """
@@ -42,9 +63,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = BillingStore(settings.state_dir / BILLING_DB)
-        store.sync_keys(settings.load_api_keys())
-        state = app.state.service = ServiceState(settings, store, metrics)
+        books = store or open_billing(settings)
+        state = app.state.service = ServiceState(settings, books, metrics)
         loading = asyncio.create_task(_load(state, encoder_factory, on_load_failure))
         try:
             yield
@@ -52,7 +72,7 @@ def create_app(
             loading.cancel()
             if state.teacher is not None:
                 await state.teacher.stop()
-            store.close()
+            books.close()
 
     app = FastAPI(
         title="vl2v teacher",
@@ -63,8 +83,25 @@ def create_app(
     for router in (embeddings.router, models.router, usage.router, health.router):
         app.include_router(router)
     _install_error_handlers(app, metrics)
+    _document_request_bodies(app)
     app.add_middleware(RequestContext, max_body=settings.max_request_bytes, metrics=metrics)
     return app
+
+
+def _document_request_bodies(app: FastAPI) -> None:
+    """Add the schemas of bodies that routes parse themselves (`EmbeddingRequest`) to the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = build()
+            schema = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["EmbeddingRequest"] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _load(state: ServiceState, factory: EncoderFactory, on_failure: Callable[[Exception], None] | None) -> None:
@@ -103,7 +140,7 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-        return respond(_from_validation(error))
+        return respond(invalid_body(error.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
@@ -121,28 +158,3 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         failure = ApiError("internal error; the request was not charged", code="internal_error")
         failure.status, failure.type = 500, "server_error"
         return respond(failure)
-
-
-def _from_validation(error: RequestValidationError) -> ApiError:
-    """The most specific pydantic error, with its location written the way clients name it (`input[3]`)."""
-    errors = error.errors()
-    if any(e["type"] == "json_invalid" for e in errors):
-        return ApiError("request body is not valid JSON", code="invalid_json")
-    first = max(errors, key=lambda e: len(e["loc"]))
-    param = _param(first["loc"])
-    where = f"{param}: " if param else ""
-    return ApiError(f"{where}{first['msg']}", param=param, code="invalid_request")
-
-
-def _param(loc: tuple) -> str | None:
-    """('body', 'input', 3, 'tagged-union[...]', 'image', 'image') -> 'input[3].image'."""
-    parts = list(loc[1:]) if loc and loc[0] in ("body", "header", "query") else list(loc)
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in part or part in ("str", "list", "int", "float", "bool"):
-            continue  # pydantic's name for a union branch, not a field
-        elif part not in out.rsplit(".", 1)[-1:]:
-            out += f".{part}" if out else part
-    return out or None

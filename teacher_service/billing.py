@@ -1,8 +1,10 @@
-"""The vendor's books: hashed keys, balances, one ledger row per charged request, idempotency records.
+"""The vendor's books: keyed key hashes, balances, one ledger row per charged request, idempotency records.
 
 Money is stored as integer nano-units of the price currency, so balances add up exactly. Everything lives in
 one SQLite file (WAL, synchronous=FULL) that survives restarts; a charge, its ledger row and its idempotency
-record are one transaction.
+record are one transaction. Keys are stored as HMAC-SHA256 under a server secret kept beside the database (a
+leaked database alone does not let anyone test guesses). The state folder is owner-only, and the store refuses to
+charge once its file is gone or replaced (a deleted state folder, a volume mounted elsewhere).
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import os
+import secrets
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
-from .settings import ApiKey
+from .errors import BillingUnavailable, IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
+from .settings import ApiKey, ConfigError
+
+log = logging.getLogger("vl2v.teacher")
 
 NANOS = 1_000_000_000
 SCHEMA_VERSION = 1
@@ -61,12 +68,48 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 
+SECRET_FILE = "key-hash.secret"
+
+
 def to_nanos(amount: float) -> int:
     return round(amount * NANOS)
 
 
-def hash_key(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+def hash_key(secret: str, server_secret: bytes) -> str:
+    """HMAC-SHA256 of an API key under the server's secret: what the database stores and compares."""
+    return hmac.new(server_secret, secret.encode(), hashlib.sha256).hexdigest()
+
+
+class BillingMissing(ConfigError):
+    """No billing database where one is expected, and creating a new one was not asked for."""
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """Create the state folder owner-only (0700); tighten an existing one that others can enter."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if state_dir.stat().st_mode & 0o077:
+            state_dir.chmod(0o700)
+    except OSError as e:
+        raise ConfigError(f"state folder {state_dir}: {e.strerror or e}") from None
+
+
+def server_secret(state_dir: Path) -> bytes:
+    """The key-hashing secret in `state_dir`, created (0600) on first use."""
+    path = state_dir / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_bytes()
+        if len(value) < 32:
+            raise ConfigError(f"{path} is damaged ({len(value)} bytes); delete it and restart") from None
+        return value
+    except OSError as e:
+        raise ConfigError(f"cannot create {path}: {e.strerror or e}") from None
+    value = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -104,25 +147,59 @@ class UsageTotals:
 
 
 class BillingStore:
-    """Thread-safe access to the billing database; one instance per service process."""
+    """Thread-safe access to the billing database; one instance per service process.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    Args:
+        path: the SQLite file, inside the service's state folder.
+        create: make a new, empty database if `path` does not exist. Otherwise a missing file is refused: a
+            state folder mounted in the wrong place must not hand every key its starting balance again.
+    """
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        prepare_state_dir(path.parent)
+        if not path.exists():
+            if not create:
+                raise BillingMissing(
+                    f"no billing database at {path}, and keys are configured. If this is the vendor's first start, "
+                    "pass --create-billing (VL2V_CREATE_BILLING=1) once; otherwise the state folder is not the one "
+                    "that held the ledger (check the volume or --state-dir)"
+                )
+            log.warning("creating a new billing database at %s", path)
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as e:
+                raise ConfigError(f"cannot create {path}: {e.strerror or e}") from None
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._secret = server_secret(path.parent)
+        try:
+            self._db = self._connect(path)
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot open the billing database {path}: {e}") from None
+        self._identity = _identity(path)
         self._lock = threading.Lock()
         self._inflight: set[tuple[int, str]] = set()
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            found = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-            if found is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(found[0]) != SCHEMA_VERSION:
-                raise RuntimeError(f"{path}: billing schema v{found[0]}, this service needs v{SCHEMA_VERSION}")
         self._accounts: dict[str, Account] = {}
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        found = db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+        if found is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) != SCHEMA_VERSION:
+            raise ConfigError(f"{path}: billing schema v{found[0]}, this service needs v{SCHEMA_VERSION}")
+        return db
+
+    def check_present(self) -> None:
+        """Raise `BillingUnavailable` (503) if the database file was deleted or replaced since it was opened."""
+        if _identity(self.path) != self._identity:
+            raise BillingUnavailable(
+                "the billing database is gone or was replaced while the service ran; nothing can be charged "
+                "until the service is restarted on the right state folder"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -131,20 +208,22 @@ class BillingStore:
     def sync_keys(self, keys: list[ApiKey]) -> None:
         """Make the configured keys the active ones. A key seen before keeps its balance and history."""
         now = time.time()
+        hashes = {key.name: hash_key(key.secret, self._secret) for key in keys}
         with self._lock, self._transaction():
             self._db.execute("UPDATE keys SET active = 0")
             for key in keys:
                 self._db.execute(
                     "INSERT INTO keys (name, key_hash, balance, created_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash, active = 1",
-                    (key.name, hash_key(key.secret), to_nanos(key.balance), now),
+                    (key.name, hashes[key.name], to_nanos(key.balance), now),
                 )
-            rows = self._db.execute("SELECT id, name, key_hash FROM keys WHERE active = 1").fetchall()
-        self._accounts = {h: Account(i, n, h[:8]) for i, n, h in rows}
+            rows = self._db.execute("SELECT id, name FROM keys WHERE active = 1").fetchall()
+        # From this process's own hashes, not the table's: the table is a record, not the authority.
+        self._accounts = {hashes[n]: Account(i, n, hashes[n][:8]) for i, n in rows}
 
     def authenticate(self, secret: str) -> Account | None:
         """The account whose key is `secret`, compared in constant time against every active key."""
-        candidate = hash_key(secret)
+        candidate = hash_key(secret, self._secret)
         match = None
         for key_hash, account in self._accounts.items():
             if hmac.compare_digest(candidate, key_hash):
@@ -179,7 +258,9 @@ class BillingStore:
         Raises:
             IdempotencyMismatch: the key was used with a different body.
             IdempotencyConflict: a request with this key is still in flight.
+            BillingUnavailable: the database is gone.
         """
+        self.check_present()
         with self._lock:
             row = self._db.execute(
                 "SELECT body_hash, status, headers, body FROM idempotency WHERE key_id = ? AND idempotency_key = ?",
@@ -198,6 +279,14 @@ class BillingStore:
                 "this Idempotency-Key was already used with a different request body", param="Idempotency-Key"
             )
         return StoredResponse(status=row[1], headers=json.loads(row[2]), body=row[3])
+
+    def has_response(self, account: Account, idempotency_key: str) -> bool:
+        """Whether a completed answer is stored under this key (a retry of it will be a free replay)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM idempotency WHERE key_id = ? AND idempotency_key = ?", (account.id, idempotency_key)
+            ).fetchone()
+        return row is not None
 
     def release(self, account: Account, idempotency_key: str) -> None:
         with self._lock:
@@ -219,7 +308,9 @@ class BillingStore:
 
         Raises:
             InsufficientQuota: the balance does not cover the cost; nothing is written.
+            BillingUnavailable: the database file is gone or replaced; nothing is written.
         """
+        self.check_present()
         now = time.time()
         with self._lock, self._transaction():
             balance = self._db.execute("SELECT balance FROM keys WHERE id = ?", (account.id,)).fetchone()[0]
@@ -274,6 +365,14 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _quota_message(cost: int, balance: int) -> str:

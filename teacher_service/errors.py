@@ -69,6 +69,17 @@ class IdempotencyConflict(ApiError):
     code = "idempotency_key_in_use"
 
 
+class RequestTimeout(ApiError):
+    """The client took too long to send its body (a slow or half-sent request)."""
+
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("connection", "close")
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     code = "request_too_large"
@@ -101,3 +112,39 @@ class NotReady(ApiError):
     def __init__(self, message: str, **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.headers.setdefault("retry-after", "5")
+
+
+class BillingUnavailable(ApiError):
+    """The billing database cannot be written: nothing is charged or embedded until an operator fixes it."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "billing_unavailable"
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("retry-after", "30")
+
+
+def invalid_body(errors: list[dict]) -> ApiError:
+    """The most specific pydantic error of a request body, located the way clients name it (`input[3]`)."""
+    if any(e["type"] == "json_invalid" for e in errors):
+        return InvalidRequest("request body is not valid JSON", code="invalid_json")
+    first = max(errors, key=lambda e: len(e["loc"]))
+    param = _param(first["loc"])
+    where = f"{param}: " if param else ""
+    return InvalidRequest(f"{where}{first['msg']}", param=param)
+
+
+def _param(loc: tuple) -> str | None:
+    """('body', 'input', 3, 'tagged-union[...]', 'image', 'image') -> 'input[3].image'."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "header", "query") else list(loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in part or part in ("str", "list", "int", "float", "bool"):
+            continue  # pydantic's name for a union branch, not a field
+        elif part not in out.rsplit(".", 1)[-1:]:
+            out += f".{part}" if out else part
+    return out or None

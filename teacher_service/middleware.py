@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware: a request id on every response and log line, a cap on body size, latency metrics."""
+"""Pure-ASGI middleware: a request id on every response and log line, a cap on declared body size, metrics."""
 
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ log = logging.getLogger("vl2v.teacher.access")
 
 
 class RequestContext:
-    """Gives each request an id, refuses bodies over `max_body` bytes with 413, and records metrics.
-
-    The body is read here, up to the cap, before the app sees it: a chunked upload without Content-Length
-    is refused as early as one that declares its size.
-    """
+    """Gives each request an id, refuses a declared body over `max_body` bytes with 413 before anything else, and
+    records metrics. Bodies are not read here: the route reads its own, after the cheaper checks, within the cap
+    and a deadline (a chunked upload without Content-Length is refused by that reader)."""
 
     def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
         self.app = app
@@ -46,12 +44,12 @@ class RequestContext:
             await send(message)
 
         try:
-            body = await self._read_body(scope, receive)
-            if body is None:
+            declared = dict(scope.get("headers", [])).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 await _send_error(PayloadTooLarge(f"request body is larger than {self.max_body} bytes"), send_with_id)
                 self.metrics.errors.inc(status="413", code=PayloadTooLarge.code)
             else:
-                await self.app(scope, _replay(body, receive), send_with_id)
+                await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -67,39 +65,6 @@ class RequestContext:
                 elapsed * 1000,
                 account.fingerprint if account else "-",
             )
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it is known to exceed the cap."""
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            return None
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The buffered body first, then whatever the connection says next (a disconnect, eventually)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 async def _send_error(error: PayloadTooLarge, send: Send) -> None:

@@ -39,8 +39,9 @@ class RateLimiter:
         self._buckets: dict[tuple[int, str], _Bucket] = {}
         self._lock = threading.Lock()
 
-    def check(self, account_id: int, images: int) -> dict[str, str]:
-        wanted = {"requests": 1, "images": images}
+    def check(self, account_id: int, images: int, requests: int = 1) -> dict[str, str]:
+        """Take `requests` requests and `images` images from the account's buckets (or raise `RateLimited`)."""
+        wanted = {"requests": requests, "images": images}
         for unit, amount in wanted.items():
             limit = self._limits[unit]
             if limit and amount > limit:

@@ -15,7 +15,7 @@ from .billing import BillingStore
 from .encoder import ClipEncoder
 from .errors import NotReady
 from .faults import FaultInjector
-from .images import decode_data_url, open_image
+from .images import EncodedImage, decode, read_header
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .settings import Settings
@@ -23,6 +23,7 @@ from .settings import Settings
 log = logging.getLogger("vl2v.teacher")
 
 EncoderFactory = Callable[[Settings], ClipEncoder]
+INLINE_TEXT_CHARS = 2000  # fewer characters are tokenized on the event loop (microseconds; a thread hop costs more)
 
 
 def load_encoder(settings: Settings) -> ClipEncoder:
@@ -79,17 +80,59 @@ class Teacher:
         self._model_thread.shutdown(wait=False, cancel_futures=True)
         self._decoders.shutdown(wait=False, cancel_futures=True)
 
-    async def prepare_image(self, data_url: str, param: str) -> torch.Tensor:
-        """Decode, validate and preprocess one image off the event loop; errors name `param`."""
-        return await asyncio.get_running_loop().run_in_executor(self._decoders, self._prepare, data_url, param)
+    async def read_headers(self, images: dict[int, str]) -> list[EncodedImage]:
+        """Every image item checked from its data URL and header alone, in input order, off the event loop:
+        the first bad item fails the request before any image is decoded."""
+        settings = self.settings
 
-    def _prepare(self, data_url: str, param: str) -> torch.Tensor:
-        data = decode_data_url(data_url, param, self.settings.max_image_bytes)
-        return self.encoder.preprocess_image(open_image(data, param, self.settings.max_image_pixels))
+        def read_all() -> list[EncodedImage]:
+            return [
+                read_header(url, f"input[{i}]", settings.max_image_bytes, settings.max_image_pixels)
+                for i, url in images.items()
+            ]
+
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, read_all)
+
+    async def prepare_images(self, items: list[EncodedImage]) -> list[torch.Tensor]:
+        """Decode and preprocess on the decode threads; on failure, the first bad item in input order."""
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._decoders, self._prepare, item) for item in items), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    def _prepare(self, item: EncodedImage) -> torch.Tensor:
+        return self.encoder.preprocess_image(decode(item))
+
+    async def count_tokens(self, texts: list[str], limit: int) -> int | tuple[int, int]:
+        """The BPE tokens of all texts, counted on a worker thread (a request may carry megabytes of text); or
+        (position, tokens) of the first text longer than `limit`, where counting stops."""
+
+        def count() -> int | tuple[int, int]:
+            total = 0
+            for position, text in enumerate(texts):
+                tokens = self.encoder.count_tokens(text)
+                if tokens > limit:
+                    return position, tokens
+                total += tokens
+            return total
+
+        if sum(map(len, texts)) <= INLINE_TEXT_CHARS:
+            return count()
+        return await asyncio.to_thread(count)
 
     async def embed_texts(self, texts: list[str]) -> list[np.ndarray]:
         """One (D,) row per text; texts share model calls with other requests' texts."""
-        return await self.texts.submit(list(self.encoder.tokenize(texts))) if texts else []
+        if not texts:
+            return []
+        if sum(map(len, texts)) <= INLINE_TEXT_CHARS:
+            tokens = self.encoder.tokenize(texts)
+        else:
+            tokens = await asyncio.to_thread(self.encoder.tokenize, texts)
+        return await self.texts.submit(list(tokens))
 
 
 class ServiceState:
@@ -101,6 +144,7 @@ class ServiceState:
         self.metrics = metrics
         self.limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_images)
         self.faults = FaultInjector(settings)
+        self.large_bodies = asyncio.Semaphore(1)  # JSON parsing holds the GIL: one large body at a time
         self.teacher: Teacher | None = None
         self.load_error: str | None = None
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("vl2v.teacher")
+
+MAX_BALANCE = 1e9  # in the price currency; balances are int64 nano-units, which hold about 9.2e9
+MAX_PRICE = 1e6
 
 
 class ConfigError(ValueError):
@@ -40,19 +48,42 @@ def parse_api_keys(text: str, source: str) -> list[ApiKey]:
         try:
             amount = float(balance)
         except ValueError:
-            raise ConfigError(f"{source} entry {lineno} ({name}): balance {balance!r} is not a number") from None
-        if amount < 0:
-            raise ConfigError(f"{source} entry {lineno} ({name}): balance must be >= 0, got {amount}")
+            # The balance is not echoed: when the balance was forgotten, this field is the end of the key.
+            raise ConfigError(f"{source} entry {lineno} ({name}): the balance is not a number") from None
+        if not math.isfinite(amount) or not 0 <= amount <= MAX_BALANCE:
+            raise ConfigError(f"{source} entry {lineno} ({name}): balance must be in [0, {MAX_BALANCE:g}]")
         keys.append(ApiKey(name=name, secret=secret, balance=amount))
+    check_unique(keys, source)
+    return keys
+
+
+def check_unique(keys: list[ApiKey], source: str) -> None:
+    """Two entries may share neither a name nor a secret (one secret must identify one account)."""
     names = [k.name for k in keys]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: duplicate key names {sorted({n for n in names if names.count(n) > 1})}")
-    return keys
+    owners: dict[str, str] = {}
+    for key in keys:
+        if key.secret in owners:
+            raise ConfigError(f"{source}: keys {owners[key.secret]!r} and {key.name!r} have the same secret")
+        owners[key.secret] = key.name
 
 
 def _redact(entry: str) -> str:
     name, _, rest = entry.partition(":")
     return f"{name}:***" if rest else "***"
+
+
+def warn_if_readable_by_others(path: Path) -> None:
+    """A keys file others can read gives away every account: say so (the service still starts)."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "keys file %s is readable by other users (mode %s); make it owner-only: chmod 600 %s",
+            path,
+            oct(mode & 0o777),
+            path,
+        )
 
 
 class Settings(BaseSettings):
@@ -76,8 +107,13 @@ class Settings(BaseSettings):
     api_keys: str = Field("", repr=False, description="name:key:balance[,name:key:balance...]")
     keys_file: Path | None = None
 
-    price_per_image: float = Field(0.0001, ge=0)
-    price_per_1k_tokens: float = Field(0.00002, ge=0)
+    create_billing: bool = Field(
+        False,
+        description="create the billing database if it is missing, although keys are configured (first start only)",
+    )
+
+    price_per_image: float = Field(0.0001, ge=0, le=MAX_PRICE, allow_inf_nan=False)
+    price_per_1k_tokens: float = Field(0.00002, ge=0, le=MAX_PRICE, allow_inf_nan=False)
     currency: str = "USD"
 
     rate_limit_requests: int = Field(600, ge=0, description="requests per minute per key (0: unlimited)")
@@ -87,16 +123,27 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(8 * 2**20, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height; larger images are refused")
     max_text_chars: int = Field(4096, ge=1)
+    body_timeout_s: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="seconds a client may take to send a request body (408 after)"
+    )
 
     max_batch: int = Field(64, ge=1, description="images (or texts) per model call")
-    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, allow_inf_nan=False, description="how long a batch waits to fill"
+    )
     decode_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Fault injection, for reliability tests; all off by default, settable only from the environment.
-    fault_error_rate: float = Field(0.0, ge=0, le=1, description="share of requests answered 500/503 at once")
-    fault_latency_ms: float = Field(0.0, ge=0, description="delay added to every embeddings request")
-    fault_drop_rate: float = Field(0.0, ge=0, le=1, description="share of charged answers cut off mid-body")
+    fault_error_rate: float = Field(
+        0.0, ge=0, le=1, allow_inf_nan=False, description="share of requests answered 500/503 at once"
+    )
+    fault_latency_ms: float = Field(
+        0.0, ge=0, le=600_000, allow_inf_nan=False, description="delay added to every embeddings request"
+    )
+    fault_drop_rate: float = Field(
+        0.0, ge=0, le=1, allow_inf_nan=False, description="share of charged answers cut off mid-body"
+    )
     fault_seed: int = 0
 
     @field_validator("pretrained", "served_model_id", "keys_file", mode="before")
@@ -116,8 +163,7 @@ class Settings(BaseSettings):
         """All configured keys, from `api_keys` and `keys_file` together."""
         keys = parse_api_keys(self.api_keys, "VL2V_API_KEYS")
         if self.keys_file is not None:
+            warn_if_readable_by_others(self.keys_file)
             keys += parse_api_keys(self.keys_file.read_text(), str(self.keys_file))
-        names = [k.name for k in keys]
-        if len(set(names)) != len(names):
-            raise ConfigError("a key name appears both in VL2V_API_KEYS and in the keys file")
+        check_unique(keys, "VL2V_API_KEYS and the keys file together")
         return keys

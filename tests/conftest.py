@@ -69,6 +69,7 @@ def make_settings(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Settin
             pretrained=str(tiny_checkpoint),
             state_dir=tmp_path / "state",
             api_keys=KEYS,
+            create_billing=True,
             price_per_image=0.0001,
             price_per_1k_tokens=0.02,
             batch_wait_ms=2.0,
@@ -109,7 +110,9 @@ def run_service(
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(url + "/health"), what="service to start")
+        wait_until(lambda: _answers(url + "/health") or _died(thread), what="service to start")
+        if not thread.is_alive():
+            raise RuntimeError("the service failed to start (see the captured log)")
         if wait_ready:
             wait_until(lambda: _loaded(url), what="model to load")
         yield LiveService(url, app)
@@ -125,6 +128,10 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 60.0) -
             return
         time.sleep(0.05)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _died(thread: threading.Thread) -> bool:
+    return not thread.is_alive()
 
 
 def _answers(url: str) -> bool:

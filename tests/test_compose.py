@@ -55,7 +55,8 @@ def test_compose_teacher_command_comes_up_ready_and_embeds(tmp_path, tiny_checkp
     example = read_env_file(REPO / "teacher.env.example")
     # What differs outside Docker: the model (no hub here), loopback instead of 0.0.0.0, and host paths.
     env_file = example | {"VL2V_MODEL": "vl2v-tiny", "VL2V_PRETRAINED": str(tiny_checkpoint)}
-    environment = {k: interpolate(str(v), {}) for k, v in teacher["environment"].items()}
+    # The documented first start: VL2V_CREATE_BILLING=1 docker compose up teacher.
+    environment = {k: interpolate(str(v), {"VL2V_CREATE_BILLING": "1"}) for k, v in teacher["environment"].items()}
     port = free_port()
     environment |= {
         "VL2V_HOST": "127.0.0.1",
@@ -100,3 +101,24 @@ def _ready(url: str, process: subprocess.Popen) -> bool:
         return requests.get(f"{url}/ready", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_compose_teacher_refuses_an_empty_state_volume_after_the_first_start(tmp_path, tiny_checkpoint):
+    """Without VL2V_CREATE_BILLING=1 an empty state folder is a wrong mount: one line, exit 1, no books made."""
+    teacher = load_compose()["services"]["teacher"]
+    example = read_env_file(REPO / "teacher.env.example")
+    environment = {k: interpolate(str(v), {}) for k, v in teacher["environment"].items()}
+    environment |= {"VL2V_PORT": str(free_port()), "VL2V_STATE_DIR": str(tmp_path / "state"), "VL2V_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        **example,
+        "VL2V_MODEL": "vl2v-tiny",
+        "VL2V_PRETRAINED": str(tiny_checkpoint),
+        **environment,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result = subprocess.run(teacher["command"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert "VL2V_CREATE_BILLING=1" in line and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "billing.sqlite3").exists()

@@ -19,8 +19,9 @@ def health(state: StateDep) -> dict:
 
 @router.get("/ready")
 def ready(state: StateDep) -> dict:
-    """Readiness: 200 once the model is loaded, 503 before (or if loading failed)."""
+    """Readiness: 200 once the model is loaded and the billing database is in place; 503 otherwise."""
     state.require_teacher()
+    state.store.check_present()
     return {"status": "ready"}
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -62,3 +65,50 @@ def test_serve_exits_with_an_error_when_the_checkpoint_is_corrupt(tmp_path):
     )
     assert result.returncode == ERROR
     assert "could not load the model" in result.stderr
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def unwritable_folder(tmp_path) -> str:
+    if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses even root
+        return "/sys/vl2v-state"
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    return str(folder / "state")
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("bad balance", "entry 1 (alice): the balance is not a number"),
+        ("read-only state folder", "state folder"),
+        ("port in use", "cannot listen on 127.0.0.1:"),
+        ("infinite price", "price_per_image"),
+        ("missing billing database", "VL2V_CREATE_BILLING=1"),
+    ],
+)
+def test_every_startup_failure_is_one_line_with_exit_code_1(tmp_path, tiny_checkpoint, busy_port, case, fragment):
+    env = {**os.environ, "VL2V_API_KEYS": "alice:sk-alice-secret:10", "VL2V_CREATE_BILLING": "1"}
+    args = ["serve", "--model", "vl2v-tiny", "--pretrained", str(tiny_checkpoint), "--port", "0"]
+    args += ["--state-dir", str(tmp_path / "state")]
+    if case == "bad balance":
+        env["VL2V_API_KEYS"] = "alice:sk-alice-secret:lots"
+    elif case == "read-only state folder":
+        args += ["--state-dir", unwritable_folder(tmp_path)]
+    elif case == "port in use":
+        args += ["--port", str(busy_port)]
+    elif case == "infinite price":
+        args += ["--price-per-image", "inf"]
+    else:
+        env.pop("VL2V_CREATE_BILLING")
+    result = vl2v(*args, env=env)
+    assert result.returncode == ERROR, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
+    assert "sk-alice" not in result.stderr

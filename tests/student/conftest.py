@@ -17,7 +17,12 @@ from ..conftest import TINY, run_service
 def pacs_cache(tmp_path_factory, tiny_checkpoint, pacs_mini) -> Path:
     root = tmp_path_factory.mktemp("pacs-cache")
     settings = Settings(
-        _env_file=None, model=TINY, pretrained=str(tiny_checkpoint), state_dir=root / "state", api_keys="t:sk-t:1000"
+        _env_file=None,
+        model=TINY,
+        pretrained=str(tiny_checkpoint),
+        state_dir=root / "state",
+        api_keys="t:sk-t:1000",
+        create_billing=True,
     )
     with run_service(settings) as service:
         run_query(

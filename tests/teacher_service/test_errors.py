@@ -225,9 +225,13 @@ def test_unknown_routes_and_methods_use_the_envelope(service):
     assert_error(service.session().get(f"{service.url}/v1/embeddings", timeout=10), 405, "method_not_allowed")
 
 
-def test_base64_that_decodes_to_garbage_mime_mismatch_is_still_a_clean_400(service, png_bytes):
-    # A PNG announced as JPEG decodes fine (PIL sniffs the bytes); garbage announced as PNG does not.
-    assert embed(service, [image(png_bytes, "image/jpeg")]).status_code == 200
+def test_a_data_url_whose_mime_type_is_not_the_decoded_format_is_a_400(service, png_bytes, jpeg_bytes):
+    before = service.state.store.ledger()
+    error = assert_error(embed(service, [image(jpeg_bytes[0]), image(png_bytes, "image/jpeg")]), 400, "invalid_input")
+    assert error["param"] == "input[1]" and "image/jpeg" in error["message"] and "PNG" in error["message"]
+    assert embed(service, [image(png_bytes, "image/png")]).status_code == 200
+    assert embed(service, [image(jpeg_bytes[0], "image/jpg")]).status_code == 200  # an alias of image/jpeg
+    assert len(service.state.store.ledger()) == len(before) + 2
     garbage = {"type": "image", "image": "data:image/png;base64," + base64.b64encode(b"\0" * 64).decode()}
     assert_error(embed(service, [garbage]), 400, "invalid_input", "input[0]")
 

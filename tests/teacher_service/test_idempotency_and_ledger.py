@@ -15,10 +15,10 @@ from .test_api_contract import embed, image
 from .test_errors import assert_error
 
 
-def post(service, inputs, key: str, api_key: str = "sk-alice-secret"):
+def post(service, inputs, key: str, api_key: str = "sk-alice-secret", model: str = "vl2v-tiny"):
     return service.session(api_key).post(
         f"{service.url}/v1/embeddings",
-        json={"model": "vl2v-tiny", "input": inputs},
+        json={"model": model, "input": inputs},
         headers={"Idempotency-Key": key},
         timeout=30,
     )

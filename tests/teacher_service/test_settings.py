@@ -25,16 +25,43 @@ def test_a_key_may_contain_colons_and_files_may_have_comments():
     ("text", "fragment"),
     [
         ("alice:sk-alice", "expected 'name:key:balance'"),
-        ("alice:sk-alice:lots", "balance 'lots' is not a number"),
-        ("alice:sk-alice:-1", "balance must be >= 0"),
+        ("alice:sk-alice:lots", "the balance is not a number"),
+        ("alice:sk:alice", "the balance is not a number"),  # balance forgotten, a key with a colon: no echo
+        ("alice:sk-alice:-1", "balance must be in [0, 1e+09]"),
+        ("alice:sk-alice:inf", "balance must be in [0, 1e+09]"),
+        ("alice:sk-alice:nan", "balance must be in [0, 1e+09]"),
         ("a:k1:1,a:k2:1", "duplicate key names ['a']"),
+        ("a:sk-alice:1,b:sk-alice:2", "keys 'a' and 'b' have the same secret"),
     ],
 )
 def test_malformed_keys_are_refused_without_echoing_the_secret(text, fragment):
     with pytest.raises(ConfigError, match="VL2V_API_KEYS") as raised:
         parse_api_keys(text, "VL2V_API_KEYS")
     assert fragment in str(raised.value)
-    assert "sk-alice" not in str(raised.value)
+    secret = text.split(",")[0].split(":", 1)[1].rsplit(":", 1)[0]
+    assert secret not in str(raised.value) and "sk" not in str(raised.value).replace("keys", "")
+
+
+def test_two_names_with_one_secret_across_env_and_file_are_refused(tmp_path):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("bob:sk-shared:2\n")
+    keys_file.chmod(0o600)
+    settings = Settings(_env_file=None, api_keys="alice:sk-shared:1", keys_file=keys_file)
+    with pytest.raises(ConfigError, match="keys 'alice' and 'bob' have the same secret") as raised:
+        settings.load_api_keys()
+    assert "sk-shared" not in str(raised.value)
+
+
+def test_a_keys_file_others_can_read_gets_a_warning(tmp_path, caplog):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("bob:sk-bob:2\n")
+    keys_file.chmod(0o600)
+    Settings(_env_file=None, keys_file=keys_file).load_api_keys()
+    assert "readable by other users" not in caplog.text
+    keys_file.chmod(0o644)
+    Settings(_env_file=None, keys_file=keys_file).load_api_keys()
+    assert f"keys file {keys_file} is readable by other users (mode 0o644); make it owner-only" in caplog.text
+    assert "sk-bob" not in caplog.text
 
 
 def test_keys_file_and_env_combine(tmp_path):
@@ -58,6 +85,9 @@ def test_settings_read_vl2v_environment_variables(monkeypatch):
         ({"precision": "bf16", "device": "cpu"}, "precision"),
         ({"port": 70000}, "port"),
         ({"price_per_image": -1}, "price_per_image"),
+        ({"price_per_image": float("inf")}, "price_per_image"),
+        ({"price_per_1k_tokens": float("nan")}, "price_per_1k_tokens"),
+        ({"body_timeout_s": float("inf")}, "body_timeout_s"),
         ({"keys_file": "/nonexistent/keys"}, "keys_file"),
         ({"device": "tpu"}, "device"),
     ],
