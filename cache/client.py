@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import email.utils
+import json
 import logging
+import math
 import random
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import requests
+import urllib3
 
 from teacher_service.schema import (
     IDEMPOTENCY_HEADER,
@@ -19,9 +24,12 @@ from teacher_service.schema import (
     REQUEST_ID_HEADER,
     EmbeddingResponse,
     ModelList,
+    Usage,
     UsageReport,
     decode_vector,
 )
+
+from .store import NORM_TOLERANCE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 log = logging.getLogger("vl2v.client")
@@ -57,6 +65,11 @@ class VendorUnreachable(VendorError):
     """Connection failures, timeouts, 429s or 5xx answers outlasted every retry."""
 
 
+class VendorAnswerInvalid(VendorError):
+    """A 200 answer that cannot be right: not the wire schema, the wrong count or dimension, non-finite or
+    non-unit vectors. Nothing of it may be stored."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 8
@@ -79,6 +92,7 @@ class Embedded:
     tokens: int
     cost: float
     replayed: bool
+    maybe_sent_before: bool = False  # an earlier attempt failed after it may have reached the vendor
 
 
 class TeacherClient:
@@ -109,25 +123,34 @@ class TeacherClient:
     def usage(self) -> dict:
         return UsageReport.model_validate(self._request("GET", "/v1/usage").json()).model_dump()
 
-    def embed(self, model: str, inputs: list, idempotency_key: str) -> Embedded:
-        """`POST /v1/embeddings` with an idempotency key: a retry after a lost answer is replayed, not billed."""
+    def embed(self, body: bytes, idempotency_key: str, *, count: int, dim: int) -> Embedded:
+        """`POST /v1/embeddings` of a body made by `request_body`, sent as these exact bytes under an idempotency
+        key: a retry after a lost answer is replayed, not billed.
+
+        Args:
+            count: how many inputs the body holds; dim: the teacher's embedding dimension. An answer that does not
+                match them is refused (`VendorAnswerInvalid`) and nothing of it is returned.
+        """
+        attempts: list[str] = []
         response = self._request(
             "POST",
             "/v1/embeddings",
-            json={"model": model, "input": inputs, "encoding_format": "base64"},
-            headers={IDEMPOTENCY_HEADER: idempotency_key},
+            data=body,
+            headers={IDEMPOTENCY_HEADER: idempotency_key, "Content-Type": "application/json"},
+            failures=attempts,
         )
-        body = EmbeddingResponse.model_validate(response.json())
+        answer = _valid_answer(response, count, dim)
         replayed = response.headers.get(REPLAYED_HEADER) == "true"
         request_id = response.headers.get("x-original-request-id" if replayed else REQUEST_ID_HEADER, "")
         return Embedded(
-            vectors=[decode_vector(d.embedding) for d in sorted(body.data, key=lambda d: d.index)],
+            vectors=answer.vectors,
             request_id=request_id,
-            images=body.usage.images,
-            texts=body.usage.texts,
-            tokens=body.usage.prompt_tokens,
-            cost=body.usage.cost,
+            images=answer.usage.images,
+            texts=answer.usage.texts,
+            tokens=answer.usage.prompt_tokens,
+            cost=answer.usage.cost,
             replayed=replayed,
+            maybe_sent_before=any(f != "refused" for f in attempts),
         )
 
     def _session(self) -> requests.Session:
@@ -137,21 +160,27 @@ class TeacherClient:
             session.headers.update(self._headers)
         return session
 
-    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, failures: list[str] | None = None, **kwargs) -> requests.Response:
+        """The response, after retrying what is worth retrying. `failures` collects, per failed attempt, "refused"
+        (the vendor certainly did no work: 408, 409, 429) or "uncertain" (it may have: a lost connection, 5xx)."""
+        failures = [] if failures is None else failures
         last = ""
         for attempt in range(self._retry.attempts):
             try:
                 response = self._session().request(method, self.url + path, timeout=self._timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 last = f"{type(e).__name__}: {e}"
+                failures.append("refused" if _never_connected(e) else "uncertain")
                 self._wait_to_retry(path, attempt, last, self._retry.backoff(attempt, self._rng))
                 continue
             if response.ok:
                 return response
             if response.status_code in _RETRY_STATUS and response.headers.get("x-should-retry") != "false":
+                failures.append("refused" if response.status_code in (408, 409, 429) else "uncertain")
                 last = f"HTTP {response.status_code}: {_message(response)}"
+                wait = _retry_after(response, self._retry.cap_s)
                 self._wait_to_retry(
-                    path, attempt, last, _retry_after(response) or self._retry.backoff(attempt, self._rng)
+                    path, attempt, last, wait if wait is not None else self._retry.backoff(attempt, self._rng)
                 )
                 continue
             raise _typed_error(response)
@@ -165,15 +194,78 @@ class TeacherClient:
             self._sleep(seconds)
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = response.headers.get(header)
-        if value:
-            try:
-                return float(value) / scale
-            except ValueError:
-                continue
+def _never_connected(error: requests.RequestException) -> bool:
+    """The request never reached the vendor: the connection was refused or could not be opened in time."""
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def request_body(model: str, inputs: list) -> bytes:
+    """The bytes of a `POST /v1/embeddings` body: kept with a pending request, so a retry is these bytes again."""
+    return json.dumps({"model": model, "input": inputs, "encoding_format": "base64"}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    vectors: list[np.ndarray]
+    usage: Usage
+
+
+def _valid_answer(response: requests.Response, count: int, dim: int) -> _Answer:
+    """The vectors of a 200 answer, in input order, after checking everything a wrong answer could get wrong."""
+    where = f"the vendor's answer ({response.headers.get(REQUEST_ID_HEADER, 'no request id')})"
+    try:
+        body = EmbeddingResponse.model_validate_json(response.content)
+    except ValueError as e:  # not JSON, or not the wire schema (pydantic's ValidationError is a ValueError)
+        raise VendorAnswerInvalid(f"{where} is not an embeddings response: {str(e)[:200]}") from None
+    indices = sorted(d.index for d in body.data)
+    if indices != list(range(count)):
+        raise VendorAnswerInvalid(f"{where} holds {len(body.data)} embeddings for {count} inputs (or bad indices)")
+    vectors = []
+    for item in sorted(body.data, key=lambda d: d.index):
+        try:
+            vector = decode_vector(item.embedding)
+        except ValueError as e:
+            raise VendorAnswerInvalid(f"{where}: embedding {item.index}: {e}") from None
+        if vector.shape != (dim,):
+            raise VendorAnswerInvalid(f"{where}: embedding {item.index} has {vector.size} values, expected {dim}")
+        if not np.isfinite(vector).all():
+            raise VendorAnswerInvalid(f"{where}: embedding {item.index} is not finite")
+        if abs(float(np.linalg.norm(vector)) - 1) > NORM_TOLERANCE:
+            raise VendorAnswerInvalid(f"{where}: embedding {item.index} is not unit-norm")
+        vectors.append(vector)
+    usage = body.usage
+    if min(usage.images, usage.texts, usage.prompt_tokens) < 0 or not 0 <= usage.cost < float("inf"):
+        raise VendorAnswerInvalid(f"{where} reports an impossible usage {usage.model_dump()}")
+    return _Answer(vectors, usage)
+
+
+def _retry_after(response: requests.Response, cap_s: float) -> float | None:
+    """The wait the vendor asks for (`retry-after-ms`, then `Retry-After` in seconds or as an HTTP date), at most
+    `cap_s`; None when it asks for nothing readable (the caller backs off on its own)."""
+    for header in ("retry-after-ms", "retry-after"):
+        value = (response.headers.get(header) or "").strip()
+        if not value:
+            continue
+        try:
+            seconds = float(value) / (1000.0 if header == "retry-after-ms" else 1.0)
+        except ValueError:
+            seconds = _seconds_until(value) if header == "retry-after" else None
+        if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+            return min(seconds, cap_s)
     return None
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _envelope(response: requests.Response) -> dict:

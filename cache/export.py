@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .store import EmbeddingCache
+from .store import CacheError, EmbeddingCache
 
 FORMATS = ("npz",)
 
 
-def export_npz(cache: EmbeddingCache, out: Path) -> dict:
-    """Write `out` (.npz) with one row per cached file path; returns what was written.
+class ExportExists(CacheError):
+    """The export file is there already and replacing it was not asked for."""
+
+
+def export_npz(cache: EmbeddingCache, out: Path, *, overwrite: bool = False) -> dict:
+    """Write `out` (.npz, at exactly that path) with one row per cached file path; returns what was written.
+
+    The file appears whole or not at all: it is written beside `out` and renamed into place.
 
     Arrays: `image_embeddings` (N, D) float32, `image_keys`, `paths`, `domains`, `labels` (index into
     `class_names`), `class_names`, `domain_names`, `prompts`, `text_embeddings` (P, D), and `teacher` (JSON).
@@ -47,6 +54,16 @@ def export_npz(cache: EmbeddingCache, out: Path) -> dict:
         "text_embeddings": np.stack([texts[p] for p in sorted(texts)]) if texts else np.zeros((0, dim), np.float32),
         "teacher": np.array(json.dumps(cache.teacher or {})),
     }
+    if out.exists() and not overwrite:
+        raise ExportExists(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        with partial.open("wb") as f:  # a file object: numpy adds no ".npz" to a name it was not given
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return {"out": str(out), "rows": len(rows), "images": len(set(keys)), "texts": len(texts)}

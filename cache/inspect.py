@@ -7,9 +7,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from .store import EmbeddingCache
-
-NORM_TOLERANCE = 1e-3
+from .store import NORM_TOLERANCE, EmbeddingCache
 
 
 def cache_info(cache: EmbeddingCache) -> dict:
@@ -22,7 +20,7 @@ def cache_info(cache: EmbeddingCache) -> dict:
             by_domain[domain] += 1
         for domain, name in cells:
             by_class[domain][name] += 1
-    ledger = cache.ledger()
+    totals = cache.totals()
     skipped = cache.skipped()
     teacher, dataset = cache.teacher or {}, cache.dataset or {}
     return {
@@ -34,13 +32,16 @@ def cache_info(cache: EmbeddingCache) -> dict:
         "texts": cache.counts()["text"],
         "images_by_domain": dict(sorted(by_domain.items())),
         "images_by_class": {d: dict(sorted(c.items())) for d, c in sorted(by_class.items())},
-        "paid_images": sum(r.images for r in ledger),
-        "paid_texts": sum(r.texts for r in ledger),
-        "paid_tokens": sum(r.tokens for r in ledger),
-        "cost": round(sum(r.cost for r in ledger), 9),
+        "paid_images": totals.paid_images,
+        "paid_texts": totals.paid_texts,
+        "paid_tokens": totals.paid_tokens,
+        "free_images": totals.free_images,
+        "unrecovered_images": totals.unrecovered_images,
+        "unrecovered_cost": totals.unrecovered_cost,
+        "cost": totals.cost,
         "currency": (teacher.get("pricing") or {}).get("currency"),
-        "requests": len(ledger),
-        "replayed_requests": sum(r.replayed for r in ledger),
+        "requests": totals.requests,
+        "replayed_requests": totals.replayed_requests,
         "pending_requests": len(cache.pending()),
         "skipped": len(skipped),
         "skipped_reasons": dict(Counter(s["reason"].split(":")[0] for s in skipped.values())),
@@ -51,8 +52,8 @@ def verify_cache(cache: EmbeddingCache) -> list[str]:
     """Every problem found; an empty list means the cache is whole.
 
     Checks: every embedding's bytes still match their checksum; every item has an embedding and every embedding
-    an item; every embedding (image and text) is finite, unit-norm and of the recorded dim; the ledger pays for
-    exactly the embeddings held; nothing is left pending.
+    an item; every embedding (image and text) is finite, unit-norm and of the recorded dim; the ledger accounts
+    for exactly the embeddings held (paid and free answers; unrecovered requests hold none); nothing is pending.
     """
     problems: list[str] = []
     teacher = cache.teacher
@@ -68,12 +69,11 @@ def verify_cache(cache: EmbeddingCache) -> list[str]:
         problems += _check_crc(f"text {prompt}", intact) + _check_vector(f"text {prompt!r}", vector, dim)
     problems += [f"item {k[:12]} has no embedding" for k in sorted(item_keys - image_keys)]
     problems += [f"embedding {k[:12]} has no item (paths)" for k in sorted(image_keys - item_keys)]
-    ledger = cache.ledger()
-    paid_images, paid_texts = sum(r.images for r in ledger), sum(r.texts for r in ledger)
-    if paid_images != len(image_keys):
-        problems.append(f"ledger pays for {paid_images} images but the cache holds {len(image_keys)}")
-    if paid_texts != cache.counts()["text"]:
-        problems.append(f"ledger pays for {paid_texts} texts but the cache holds {cache.counts()['text']}")
+    totals = cache.totals()
+    if totals.held_images != len(image_keys):
+        problems.append(f"ledger accounts for {totals.held_images} images but the cache holds {len(image_keys)}")
+    if totals.held_texts != cache.counts()["text"]:
+        problems.append(f"ledger accounts for {totals.held_texts} texts but the cache holds {cache.counts()['text']}")
     problems += [f"request {k} is pending (run `vl2v query` again to finish it)" for k in cache.pending()]
     return problems
 

@@ -1,10 +1,17 @@
 """The query job: buy teacher embeddings for what the budget allows, and never pay twice for the same image.
 
-Order of work: (1) requests a crashed run sent but never committed are re-sent with their idempotency keys (the
-vendor replays them for free); (2) every prompt any method needs is bought once; (3) images are taken in the
-selection's priority order, read, hashed and checked on worker threads while earlier requests are in flight;
-what the cache lacks is sent in batches, each recorded as pending before it is sent and committed with its
-ledger row when it returns.
+Order of work: (1) requests a crashed run sent but never committed are re-sent, as the very bytes that were sent
+and under their idempotency keys, so the vendor replays them for free, whatever happened to the files since;
+(2) every prompt any method needs is bought once; (3) images are taken in the selection's priority order, read,
+hashed and checked on worker threads while earlier requests are in flight; what the cache lacks is sent in
+batches, each recorded as pending (with its body) before it is sent and committed with its ledger row, keyed by
+its idempotency key, when it returns.
+
+What each answer cost this cache is recorded honestly: "paid" when the vendor charged it (now, or in a crashed run
+whose answer is recovered now), "free" when the vendor replayed an answer this cache never paid for (another cache
+bought the same images under the same API key), "unrecovered" when a request that may have been charged cannot be
+re-sent (the user gave it up with `--abandon-pending`, or it predates kept bodies and its files changed): it counts
+against the budget at its list price and is reported in numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
 import logging
 import threading
 import time
@@ -24,11 +32,20 @@ from PIL import Image
 
 from teacher_service.schema import image_data_url
 
-from .client import Embedded, QuotaExhausted, TeacherClient, VendorAuthError, VendorError, VendorUnreachable
+from .client import (
+    Embedded,
+    QuotaExhausted,
+    TeacherClient,
+    VendorAnswerInvalid,
+    VendorAuthError,
+    VendorError,
+    VendorUnreachable,
+    request_body,
+)
 from .datasets import Dataset, DatasetError, ImageFile, open_dataset
 from .prompts import all_prompts
 from .selection import priority_order
-from .store import CacheMissing, EmbeddingCache, LedgerRow
+from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
 
 log = logging.getLogger("vl2v.query")
 
@@ -37,7 +54,12 @@ _STOPS = {
     VendorAuthError: "the vendor refused the API key",
     QuotaExhausted: "the vendor balance is exhausted; partial result saved",
     VendorUnreachable: "the vendor is unreachable; partial result saved",
+    VendorAnswerInvalid: "the vendor sent an invalid answer; nothing of it was stored and its request stays pending",
 }
+
+
+class PendingForAnotherAccount(CacheError):
+    """Requests a crashed run left pending were sent for another vendor account than this key's."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class QueryConfig:
     concurrency: int = 4
     read_workers: int = 4
     wait_for_writer: bool = False
+    abandon_pending: bool = False  # give up requests a crashed run left pending, counting them as possibly paid
 
     def __post_init__(self) -> None:
         if self.budget is not None and self.budget < 0:
@@ -74,13 +97,16 @@ class QueryReport:
     budget: int | None
     selected: int = 0  # files in the selection order (excluded domains removed)
     to_buy: int = 0  # images this run plans to buy (within the budget)
-    paid_images: int = 0  # images paid in this run (replays of an earlier run's requests included)
+    paid_images: int = 0  # images charged to this cache in this run (recovered answers of a crashed run included)
     paid_texts: int = 0
+    free_images: int = 0  # images the vendor replayed free: another cache already bought them with this key
     already_cached: int = 0  # selected files whose embedding was cached before this run
     duplicates: int = 0  # files identical to one already bought or queued
     skipped: int = 0  # files skipped in this run (undecodable here, or rejected by the vendor)
     cost: float = 0.0  # spent in this run
     replayed_requests: int = 0
+    unrecovered_images: int = 0  # possibly paid in an earlier run, given up in this one (in `cost` at list price)
+    budget_used_before: int = 0  # paid images in the cache's ledger when this run started
     budget_used: int = 0  # paid images in the cache's ledger, all runs
     total_cost: float = 0.0  # cost in the cache's ledger, all runs
     unbought: int = 0  # selected files left unbought because the budget ran out
@@ -93,6 +119,7 @@ class QueryReport:
 
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "started"}
+        out["cost"], out["total_cost"] = round(self.cost, 9), round(self.total_cost, 9)
         out["seconds"] = round(time.monotonic() - self.started, 3)
         return out
 
@@ -108,12 +135,33 @@ class QueryStopped(Exception):
 
 @dataclass(frozen=True)
 class _Item:
+    """One image: its content key, where it was found, and (to be sent) its wire form."""
+
     key: str
     path: str
     domain: str
-    data: bytes = b""
-    mime: str = ""
+    url: str = ""  # the data URL sent for it
     problem: str | None = None
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One request: the items it covers, their wire inputs (aligned), and the exact body to send first."""
+
+    key: str
+    items: list[_Item]
+    inputs: list[dict]
+    body: bytes
+    resumed: bool = False  # left pending by an earlier run: any replay of it answers what that run paid
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A committed-to-be piece of a batch: what the vendor answered for these items under this key."""
+
+    key: str
+    items: list[_Item]
+    answer: Embedded
 
 
 def run_query(
@@ -131,8 +179,8 @@ def run_query(
             committed, and `QueryStopped` is raised with no cause.
 
     Raises:
-        QueryStopped: the vendor refused the key (401), the balance ran out (402), the vendor stayed unreachable,
-            or the user interrupted; everything paid before that is committed.
+        QueryStopped: the vendor refused the key (401), the balance ran out (402), the vendor stayed unreachable
+            or answered nonsense, or the user interrupted; everything paid before that is committed.
         DatasetError, CacheError, VendorError: nothing was bought.
     """
     dataset = open_dataset(config.dataset, config.data_dir)
@@ -165,73 +213,86 @@ def _plan(config: QueryConfig, dataset: Dataset, card: dict, report: QueryReport
     try:
         have_texts = set(cache.texts()) if cache else set()
         prompts = [p for p in all_prompts(dataset.class_prompts, dataset.anchors) if p not in have_texts]
-        report.budget_used = sum(r.images for r in cache.ledger()) if cache else 0
+        report.budget_used = report.budget_used_before = cache.totals().paid_images if cache else 0
         report.texts_to_buy = len(prompts)
-
-        def skip(item: _Item, reason: str) -> None:
-            report.skipped += 1
-
-        for item in _select(config, dataset, cache, report, on_skip=skip, on_found=lambda item: None):
-            report.by_domain[item.domain] = report.by_domain.get(item.domain, 0) + 1
-        tokens = sum(len(p.split()) + 2 for p in prompts)  # an estimate: the vendor's tokenizer decides
+        skips = set(cache.skipped()) if cache else set()
+        order = priority_order(dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
+        items = _inspect_all(order, dataset.root, cache, skips, config.read_workers, encode=False)
+        for item, status in _select(items, len(order), _budget_left(config.budget, report.budget_used), report):
+            if status == BUY:
+                report.by_domain[item.domain] = report.by_domain.get(item.domain, 0) + 1
+            report.skipped += status == SKIP
         pricing = card["pricing"]
-        report.cost = report.to_buy * pricing["per_image"] + tokens * pricing["per_1k_tokens"] / 1000
+        report.cost = (
+            report.to_buy * pricing["per_image"] + _estimated_tokens(prompts) * pricing["per_1k_tokens"] / 1000
+        )
     finally:
         if cache is not None:
             cache.close()
     return report
 
 
+def _estimated_tokens(prompts: list[str]) -> int:
+    return sum(len(p.split()) + 2 for p in prompts)  # an estimate: the vendor's tokenizer decides
+
+
+BUY, CACHED, DUPLICATE, SKIP = "buy", "cached", "duplicate", "skip"
+
+
 def _select(
-    config: QueryConfig,
-    dataset: Dataset,
-    cache: EmbeddingCache | None,
-    report: QueryReport,
-    *,
-    on_skip: Callable[[_Item, str], None],
-    on_found: Callable[[_Item], None],
-) -> Iterator[_Item]:
-    """The images to buy, in priority order, until the budget is spent; counts everything else in `report`."""
-    order = priority_order(dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
-    report.selected = len(order)
-    left = _budget_left(config.budget, report.budget_used)
+    items: Iterator[_Item], selected: int, budget_left: float, report: QueryReport
+) -> Iterator[tuple[_Item, str]]:
+    """Each of `items` (in priority order) with what to do with it: BUY until `budget_left` images are queued,
+    CACHED, DUPLICATE (of one queued), or SKIP (it cannot be sent). Counts the plan in `report`: cached,
+    duplicates, to buy, and what the budget leaves unbought."""
+    report.selected = selected
     queued: set[str] = set()
-    for examined, item in enumerate(_inspect_all(order, dataset.root, cache, config.read_workers), start=1):
+    for examined, item in enumerate(items, start=1):
         if item.problem == "cached":
             report.already_cached += 1
-            on_found(item)
+            yield item, CACHED
         elif item.problem is not None:
-            on_skip(item, item.problem)
+            yield item, SKIP
         elif item.key in queued:
             report.duplicates += 1
-            on_found(item)
-        elif len(queued) >= left:
-            report.unbought = len(order) - examined + 1
+            yield item, DUPLICATE
+        elif len(queued) >= budget_left:
+            report.unbought = selected - examined + 1
             return
         else:
             queued.add(item.key)
             report.to_buy = len(queued)
-            yield item
+            yield item, BUY
 
 
 def _budget_left(budget: int | None, paid: int) -> float:
     return float("inf") if budget is None else max(0, budget - paid)
 
 
-def _inspect_all(order: list[ImageFile], root: Path, cache: EmbeddingCache | None, workers: int) -> Iterator[_Item]:
+def _inspect_all(
+    order: list[ImageFile],
+    root: Path,
+    cache: EmbeddingCache | None,
+    known_skips: set[str],
+    workers: int,
+    *,
+    encode: bool = True,
+) -> Iterator[_Item]:
     """Read, hash and (for images not cached) decode-check files on `workers` threads, in order, ahead of use."""
-    known_skips = set(cache.skipped()) if cache else set()
     files = iter(order)
     with ThreadPoolExecutor(workers, thread_name_prefix="vl2v-read") as pool:
-        window = [pool.submit(_inspect, f, root, cache, known_skips) for f in itertools.islice(files, 8 * workers)]
+
+        def submit(f: ImageFile) -> Future:
+            return pool.submit(_inspect, f, root, cache, known_skips, encode)
+
+        window = [submit(f) for f in itertools.islice(files, 8 * workers)]
         while window:
             item = window.pop(0).result()
-            for f in itertools.islice(files, 1):
-                window.append(pool.submit(_inspect, f, root, cache, known_skips))
+            window += [submit(f) for f in itertools.islice(files, 1)]
             yield item
 
 
-def _inspect(f: ImageFile, root: Path, cache: EmbeddingCache | None, known_skips: set[str]) -> _Item:
+def _inspect(f: ImageFile, root: Path, cache: EmbeddingCache | None, known_skips: set[str], encode: bool) -> _Item:
     try:
         data = (root / f.path).read_bytes()
     except OSError as e:
@@ -249,11 +310,11 @@ def _inspect(f: ImageFile, root: Path, cache: EmbeddingCache | None, known_skips
         return _Item(key, f.path, f.domain, problem=f"undecodable here: {type(e).__name__}: {e}")
     if not mime.startswith("image/"):
         return _Item(key, f.path, f.domain, problem=f"unsupported image format {mime or 'unknown'}")
-    return _Item(key, f.path, f.domain, data=data, mime=mime)
+    return _Item(key, f.path, f.domain, url=image_data_url(data, mime) if encode else "")
 
 
-# What a batch came back as: the answer (None if nothing was sent), the items it covers, the rejected ones.
-_Sent = tuple[Embedded | None, list[_Item], list[tuple[_Item, str]]]
+def _image_input(url: str) -> dict:
+    return {"type": "image", "image": url}
 
 
 class _Job:
@@ -272,16 +333,18 @@ class _Job:
     ) -> None:
         self.config, self.dataset, self.card, self.cache, self.client = config, dataset, card, cache, client
         self.report, self.on_progress = report, on_progress
-        self.model = card["id"]
+        self.model, self.dim = card["id"], int(card["embedding_dim"])
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="vl2v-send")
-        self.in_flight: dict[Future, tuple[str, list[_Item]]] = {}
+        self.in_flight: dict[Future, _Batch] = {}
         self.stop_requested = stop
         self.stop_reason: str | None = None
         self.stop_error: Exception | None = None
+        self.account: str = client.usage()["key"]  # the vendor account: recorded with every pending request
 
     def run(self) -> QueryReport:
+        self.report.budget_used_before = self.report.budget_used = self.cache.totals().paid_images
         try:
-            self._replay_pending()
+            self._resolve_pending()
             self._buy_texts()
             self._buy_images()
         except KeyboardInterrupt:
@@ -292,68 +355,131 @@ class _Job:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self._refresh_totals()
         if self._stopping():
-            raise QueryStopped(self.stop_reason, self.report, self.stop_error)
+            raise QueryStopped(self.stop_reason or "stopped", self.report, self.stop_error)
         return self.report
 
-    # -- phases -------------------------------------------------------------------------------------------
+    # -- phase 1: what a crashed run left pending ------------------------------------------------------------
 
-    def _replay_pending(self) -> None:
-        """Re-send, under their original keys, requests a crashed run sent but never committed."""
+    def _resolve_pending(self) -> None:
+        """Re-send, byte for byte and under their original keys, requests a crashed run sent but never committed;
+        or, with `abandon_pending`, give them up and count them as possibly paid."""
         pending = self.cache.pending()
-        if pending:
-            log.info("re-sending %d request(s) left pending by an interrupted run", len(pending))
+        if not pending:
+            return
+        if self.config.abandon_pending:
+            self._give_up(pending, "given up with --abandon-pending")
+            return
+        others = sorted({r["account"] for r in pending.values() if r.get("account") not in (None, self.account)})
+        if others:
+            raise PendingForAnotherAccount(
+                f"{self.cache.path} holds {len(pending)} request(s) sent with the key of vendor account "
+                f"{', '.join(map(repr, others))}, not {self.account!r}. Run once more with that key to recover them "
+                "free of charge, or pass --abandon-pending to give them up (counted as possibly paid)"
+            )
+        log.info("re-sending %d request(s) left pending by an interrupted run", len(pending))
+        lost: dict[str, dict] = {}
         for key, request in pending.items():
             if self._stopping():
                 break
+            body = self.cache.pending_body(key)
             if request["kind"] == "texts":
-                self._commit_texts(request["prompts"], self._send(request["prompts"], key))
+                prompts = request["prompts"]
+                answer = self._send(body or request_body(self.model, prompts), key, prompts)
+                self._commit_texts(prompts, key, answer, resumed=True)
                 continue
-            items = [
-                _inspect(ImageFile(p["path"], p["domain"], -1), self.dataset.root, None, set())
-                for p in request["items"]
-            ]
-            if any(i.problem or i.key != p["key"] for i, p in zip(items, request["items"], strict=True)):
-                log.warning("files of pending request %s changed on disk; dropping it", key[:12])
-                self.cache.drop_pending(key)
-                continue
-            self._submit(items, key)
+            batch = self._resumed_batch(key, request, body)
+            if batch is None:
+                lost[key] = request
+            else:
+                self._submit(batch, record=False)
         self._drain()
+        if lost:
+            self._give_up(lost, "its files changed since it was sent, and a cache from before vl2v 0.2 kept no body")
+
+    def _resumed_batch(self, key: str, request: dict, body: bytes | None) -> _Batch | None:
+        meta = request["items"]
+        if body is not None:
+            inputs = json.loads(body)["input"]
+            items = [_Item(m["key"], m["path"], m["domain"], url=i["image"]) for m, i in zip(meta, inputs, strict=True)]
+            return _Batch(key, items, inputs, body, resumed=True)
+        # Before schema v3 no body was kept: rebuild it from the files, if they are still what was sent.
+        items = [_inspect(ImageFile(m["path"], m["domain"], -1), self.dataset.root, None, set(), True) for m in meta]
+        if any(i.problem or i.key != m["key"] for i, m in zip(items, meta, strict=True)):
+            return None
+        inputs = [_image_input(i.url) for i in items]
+        return _Batch(key, items, inputs, request_body(self.model, inputs), resumed=True)
+
+    def _give_up(self, requests: dict[str, dict], why: str) -> None:
+        """Pending requests that cannot be recovered: each becomes an "unrecovered" ledger row at list price."""
+        pricing = self.card["pricing"]
+        rows = []
+        for key, request in requests.items():
+            images, prompts = len(request.get("items", [])), request.get("prompts", [])
+            tokens = _estimated_tokens(prompts)
+            cost = images * pricing["per_image"] + tokens * pricing["per_1k_tokens"] / 1000
+            rows.append(
+                LedgerRow("", key, images, len(prompts), tokens, round(cost, 9), time.time(), kind="unrecovered")
+            )
+        self.cache.record_unrecovered(rows)
+        images, cost = sum(r.images for r in rows), sum(r.cost for r in rows)
+        self.report.unrecovered_images += images
+        self.report.paid_images += images
+        self.report.cost += cost
+        log.warning(
+            "%d pending request(s) (%d images, %d texts) could not be recovered: %s. They may have been charged, so "
+            "they count as paid: %.6f %s, and %d images against the budget",
+            len(rows),
+            images,
+            sum(r.texts for r in rows),
+            why,
+            cost,
+            pricing["currency"],
+            images,
+        )
+
+    # -- phase 2 and 3: buying ----------------------------------------------------------------------------------
 
     def _buy_texts(self) -> None:
         have = set(self.cache.texts())
         prompts = [p for p in all_prompts(self.dataset.class_prompts, self.dataset.anchors) if p not in have]
         self.report.texts_to_buy = len(prompts)
         for start in range(0, len(prompts), self.config.batch_size):
-            batch = prompts[start : start + self.config.batch_size]
-            key = self._idempotency_key("texts", batch)
-            self.cache.add_pending(key, {"kind": "texts", "prompts": batch})
-            self._commit_texts(batch, self._send(batch, key))
             if self._stopping():
                 return
+            batch = prompts[start : start + self.config.batch_size]
+            key, body = self._idempotency_key("texts", batch), request_body(self.model, batch)
+            self.cache.add_pending(key, self._pending_record("texts", prompts=batch), body)
+            self._commit_texts(batch, key, self._send(body, key, batch), resumed=False)
 
     def _buy_images(self) -> None:
-        self.report.budget_used = sum(r.images for r in self.cache.ledger())
+        cache, config = self.cache, self.config
+        order = priority_order(self.dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
+        paid = self.report.budget_used_before + self.report.paid_images
+        items = _inspect_all(order, self.dataset.root, cache, set(cache.skipped()), config.read_workers)
         found: dict[str, list[str]] = {}
         batch: list[_Item] = []
-
-        def skip(item: _Item, reason: str) -> None:
-            self._skip(item, reason, "local")
-
-        def remember(item: _Item) -> None:
-            found.setdefault(item.key, []).append(item.path)
-
-        for item in _select(self.config, self.dataset, self.cache, self.report, on_skip=skip, on_found=remember):
+        for item, status in _select(items, len(order), _budget_left(config.budget, paid), self.report):
+            if status == SKIP:
+                self._skip(item, item.problem or "", "local")
+            elif status == BUY:
+                batch.append(item)
+            else:
+                found.setdefault(item.key, []).append(item.path)
             if self._stopping():
                 break
-            batch.append(item)
-            if len(batch) == self.config.batch_size:
-                self._submit(batch, self._idempotency_key("images", [i.key for i in batch]))
+            if len(batch) == config.batch_size:
+                self._submit(self._new_batch(batch))
                 batch = []
         if batch and not self._stopping():
-            self._submit(batch, self._idempotency_key("images", [i.key for i in batch]))
+            self._submit(self._new_batch(batch))
         self._drain()
         if found:  # more paths for images already cached or bought in this run: free
-            self.cache.add_paths({k: v for k, v in found.items() if self.cache.has_image(k)})
+            cache.add_paths({k: v for k, v in found.items() if cache.has_image(k)})
+
+    def _new_batch(self, items: list[_Item]) -> _Batch:
+        inputs = [_image_input(i.url) for i in items]
+        key = self._idempotency_key("images", [i.key for i in items])
+        return _Batch(key, items, inputs, request_body(self.model, inputs))
 
     # -- sending and committing -------------------------------------------------------------------------------
 
@@ -362,17 +488,21 @@ class _Job:
         digest.update("\n".join(contents).encode())
         return f"vl2v-{kind}-{digest.hexdigest()[:40]}"
 
-    def _send(self, inputs: list, key: str) -> Embedded | None:
-        """One request with the client's retries; an error that ends the run is recorded, not raised."""
+    def _pending_record(self, kind: str, **what: object) -> dict:
+        return {"kind": kind, "account": self.account, "sent_at": time.time(), **what}
+
+    def _send(self, body: bytes, key: str, prompts: list[str]) -> Embedded | None:
+        """One text request with the client's retries; an error that ends the run is recorded, not raised."""
         try:
-            return self.client.embed(self.model, inputs, key)
+            return self.client.embed(body, key, count=len(prompts), dim=self.dim)
         except VendorError as e:
             self._refused(e, key)
         return None
 
     def _refused(self, error: VendorError, key: str) -> None:
-        """A definite refusal charged nothing, so its pending record goes; an unreachable vendor might have."""
-        if not isinstance(error, VendorUnreachable):
+        """A definite refusal charged nothing, so its pending record goes. An unreachable vendor might have
+        charged, and an invalid answer was charged: their records stay, for the next run to re-send."""
+        if not isinstance(error, VendorUnreachable | VendorAnswerInvalid):
             self.cache.drop_pending(key)
         self._stop(error)
 
@@ -388,77 +518,101 @@ class _Job:
             self.stop_error = error
             self.report.stopped = self.stop_reason
 
-    def _submit(self, items: list[_Item], key: str) -> None:
-        """Record the batch as pending, send it on a worker, and keep at most `concurrency` in flight."""
-        self.cache.add_pending(
-            key, {"kind": "images", "items": [{"key": i.key, "path": i.path, "domain": i.domain} for i in items]}
-        )
-        self.in_flight[self.pool.submit(self._send_images, items, key)] = (key, items)
+    def _submit(self, batch: _Batch, record: bool = True) -> None:
+        """Record the batch as pending (with its body), send it on a worker, keep at most `concurrency` in flight."""
+        if record:
+            items = [{"key": i.key, "path": i.path, "domain": i.domain} for i in batch.items]
+            self.cache.add_pending(batch.key, self._pending_record("images", items=items), batch.body)
+        self.in_flight[self.pool.submit(self._send_images, batch)] = batch
         while len(self.in_flight) >= self.config.concurrency:
             self._collect(next(iter(self.in_flight)))
 
-    def _send_images(self, items: list[_Item], key: str) -> _Sent:
-        """Send; when the vendor blames one item, drop it and resend the rest (a new, content-derived key)."""
+    def _send_images(self, batch: _Batch) -> tuple[list[_Part], list[tuple[_Item, str]]]:
+        """Send `batch` (on a worker thread). When the vendor blames one item, drop it and send the rest; when it
+        finds the body too large, send each half. Each new request's key derives from its content, so a run that
+        crashes half-way and re-sends the original request takes the same steps and gets free replays."""
         rejected: list[tuple[_Item, str]] = []
-        while items:
+        parts: list[_Part] = []
+        todo = [(batch.items, batch.inputs, batch.body, batch.key)]
+        while todo:
+            items, inputs, body, key = todo.pop(0)
+            if not items:
+                continue
             try:
-                inputs = [{"type": "image", "image": image_data_url(i.data, i.mime)} for i in items]
-                return self.client.embed(self.model, inputs, key), items, rejected
+                parts.append(_Part(key, items, self.client.embed(body, key, count=len(items), dim=self.dim)))
+                continue
             except VendorError as e:
-                if e.item is None or e.item >= len(items) or e.status not in (400, 413):
+                blamed = e.item if e.item is not None and e.item < len(items) else None
+                if blamed is not None and e.status in (400, 413):
+                    rejected.append((items[blamed], f"rejected by the vendor: {e}"))
+                    keep = [j for j in range(len(items)) if j != blamed]
+                elif e.status == 413 and len(items) > 1:
+                    log.info("the vendor found a %d-image request too large; sending it in halves", len(items))
+                    half = len(items) // 2
+                    todo = [
+                        self._retry_part(items[:half], inputs[:half]),
+                        self._retry_part(items[half:], inputs[half:]),
+                    ] + todo
+                    continue
+                else:
                     raise
-                rejected.append((items[e.item], f"rejected by the vendor: {e}"))
-                items = items[: e.item] + items[e.item + 1 :]
-                key = self._idempotency_key("images", [i.key for i in items])
-        return None, items, rejected
+            todo.insert(0, self._retry_part([items[j] for j in keep], [inputs[j] for j in keep]))
+        return parts, rejected
+
+    def _retry_part(self, items: list[_Item], inputs: list[dict]) -> tuple[list[_Item], list[dict], bytes, str]:
+        return items, inputs, request_body(self.model, inputs), self._idempotency_key("images", [i.key for i in items])
 
     def _collect(self, future: Future) -> None:
-        key, _ = self.in_flight[future]
+        batch = self.in_flight[future]
         try:
-            answer, items, rejected = future.result()  # an interrupt here leaves it in flight, for _drain
+            parts, rejected = future.result()  # an interrupt here leaves it in flight, for _drain
         except VendorError as e:
             del self.in_flight[future]
-            self._refused(e, key)
+            self._refused(e, batch.key)
             return
         del self.in_flight[future]
         for item, reason in rejected:
             self._skip(item, reason, "vendor")
-        if answer is None:
-            if not items:
-                self.cache.drop_pending(key)  # every item was rejected: nothing was charged
-            return
-        row = self._ledger_row(answer, key)
-        self.cache.commit_images({i.key: (v, [i.path]) for i, v in zip(items, answer.vectors, strict=True)}, row)
-        if row.idempotency_key != key:
-            self.cache.drop_pending(key)
-        self._count(answer, domains=[i.domain for i in items])
+        for part in parts:
+            row = self._ledger_row(part.answer, part.key, batch.resumed)
+            vectors = zip(part.items, part.answer.vectors, strict=True)
+            self.cache.commit_images({i.key: (v, [i.path]) for i, v in vectors}, row)
+            self._count(row, domains=[i.domain for i in part.items])
+        if batch.key not in {p.key for p in parts}:
+            self.cache.drop_pending(batch.key)  # answered under other keys (or every item was rejected)
 
-    def _commit_texts(self, prompts: list[str], answer: Embedded | None) -> None:
+    def _commit_texts(self, prompts: list[str], key: str, answer: Embedded | None, resumed: bool) -> None:
         if answer is None:
             return
-        self.cache.commit_texts(
-            dict(zip(prompts, answer.vectors, strict=True)),
-            self._ledger_row(answer, self._idempotency_key("texts", prompts)),
-        )
-        self._count(answer, domains=[])
+        row = self._ledger_row(answer, key, resumed)
+        self.cache.commit_texts(dict(zip(prompts, answer.vectors, strict=True)), row)
+        self._count(row, domains=[])
 
-    def _ledger_row(self, answer: Embedded, key: str) -> LedgerRow:
+    def _ledger_row(self, answer: Embedded, key: str, resumed: bool) -> LedgerRow:
+        """A replay answers a charge this cache made when the request was left by a crashed run or an earlier attempt
+        may have reached the vendor; otherwise it answers someone else's charge, and was free to this cache."""
+        free = answer.replayed and not resumed and not answer.maybe_sent_before
         return LedgerRow(
             request_id=answer.request_id,
             idempotency_key=key,
             images=answer.images,
             texts=answer.texts,
             tokens=answer.tokens,
-            cost=answer.cost,
+            cost=0.0 if free else answer.cost,
             time=time.time(),
             replayed=answer.replayed,
+            kind="free" if free else "paid",
         )
 
-    def _count(self, answer: Embedded, domains: list[str]) -> None:
-        self.report.paid_images += answer.images
-        self.report.paid_texts += answer.texts
-        self.report.cost += answer.cost
-        self.report.replayed_requests += answer.replayed
+    def _count(self, row: LedgerRow, domains: list[str]) -> None:
+        if row.kind == "free":
+            self.report.free_images += row.images
+        else:
+            self.report.paid_images += row.images
+            self.report.paid_texts += row.texts
+        self.report.cost += row.cost
+        self.report.replayed_requests += row.replayed
+        self.report.budget_used = self.report.budget_used_before + self.report.paid_images
         for d in domains:
             self.report.by_domain[d] = self.report.by_domain.get(d, 0) + 1
         self.on_progress(self.report)
@@ -475,6 +629,6 @@ class _Job:
             self._collect(next(iter(self.in_flight)))
 
     def _refresh_totals(self) -> None:
-        ledger = self.cache.ledger()
-        self.report.budget_used = sum(r.images for r in ledger)
-        self.report.total_cost = sum(r.cost for r in ledger)
+        totals: LedgerTotals = self.cache.totals()
+        self.report.budget_used = totals.paid_images
+        self.report.total_cost = totals.cost

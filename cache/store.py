@@ -1,16 +1,19 @@
 """The embedding cache: one LMDB environment with named databases (DESIGN.md, "The cache").
 
-    meta     schema version, teacher fingerprint, dataset, dtype
-    items    image key (sha256 of the file bytes) -> {"paths": [...]}: relative paths share one key
-    image    image key -> float32 embedding bytes + CRC-32 of (key, bytes)
-    text     prompt -> float32 embedding bytes + CRC-32 of (prompt, bytes)
-    ledger   request id -> one paid request {idempotency_key, images, texts, tokens, cost, time, replayed}
-    skipped  image key -> {"reason", "stage", "paths"}
-    pending  idempotency key -> a request sent but not yet committed (replayed first on the next run)
+    meta          schema version, teacher fingerprint, dataset, dtype
+    items         image key (sha256 of the file bytes) -> {"paths": [...]}: relative paths share one key
+    image         image key -> float32 embedding bytes + CRC-32 of (key, bytes)
+    text          prompt -> float32 embedding bytes + CRC-32 of (prompt, bytes)
+    ledger        idempotency key -> one answered request {request_id, images, texts, tokens, cost, time, ...}
+    skipped       image key -> {"reason", "stage", "paths"}
+    pending       idempotency key -> a request sent but not yet committed: what it covers, for which account
+    pending_body  idempotency key -> the exact bytes of that request's body, re-sent as they are on the next run
 
 One writer at a time, enforced with a lock file; readers never block it (LMDB MVCC). An embedding, its item and
 its ledger row are committed in one transaction. LMDB keeps no checksums of its own, so each embedding carries
-one: `vl2v cache verify` finds a flipped bit that a norm check would miss (schema v2).
+one: `vl2v cache verify` finds a flipped bit that a norm check would miss (schema v2). The ledger is keyed by the
+client's own idempotency key, never by anything the vendor sends, and a pending request keeps its body, so a crash
+is recovered however the files changed since (schema v3).
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from typing import TypeVar
 import lmdb
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+OLDEST_READABLE = 2  # older caches must be upgraded (`vl2v cache upgrade`) before anything reads them
 DTYPE = "float32"
-_DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending")
+NORM_TOLERANCE = 1e-3  # how far from 1 the norm of a stored embedding may be
+_DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending", "pending_body")
 _LOCK = "writer.lock"
 # Fields of the teacher that change an embedding: a cache never mixes two values of any of them.
 TEACHER_IDENTITY = ("fingerprint", "embedding_dim", "preprocess", "precision")
@@ -60,6 +65,13 @@ class CacheMismatch(CacheError):
 
 @dataclass(frozen=True)
 class LedgerRow:
+    """One request the cache accounts for.
+
+    `kind` says what it cost this cache: "paid" (charged, now or by an earlier run of this cache whose answer was
+    lost), "free" (the vendor replayed an answer this cache never paid for), or "unrecovered" (possibly charged, but
+    its answer could not be had: counted against the budget at its estimated cost, and reported).
+    """
+
     request_id: str
     idempotency_key: str
     images: int
@@ -68,6 +80,57 @@ class LedgerRow:
     cost: float
     time: float
     replayed: bool = False
+    kind: str = "paid"
+
+
+KINDS = ("paid", "free", "unrecovered")
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """The ledger summed once, the way budgets, reports and `verify` read it."""
+
+    requests: int = 0
+    paid_images: int = 0  # charged to this cache: paid and unrecovered rows (the budget counts these)
+    paid_texts: int = 0
+    paid_tokens: int = 0
+    cost: float = 0.0  # what this cache spent, unrecovered requests at their estimated price included
+    free_images: int = 0  # received as free replays
+    free_texts: int = 0
+    unrecovered_requests: int = 0
+    unrecovered_images: int = 0
+    unrecovered_texts: int = 0
+    unrecovered_cost: float = 0.0
+    replayed_requests: int = 0
+
+    @property
+    def held_images(self) -> int:
+        """Images whose embeddings the ledger says the cache holds (paid and free, not unrecovered)."""
+        return self.paid_images - self.unrecovered_images + self.free_images
+
+    @property
+    def held_texts(self) -> int:
+        return self.paid_texts - self.unrecovered_texts + self.free_texts
+
+
+def ledger_totals(rows: list[LedgerRow]) -> LedgerTotals:
+    paid = [r for r in rows if r.kind != "free"]
+    free = [r for r in rows if r.kind == "free"]
+    lost = [r for r in rows if r.kind == "unrecovered"]
+    return LedgerTotals(
+        requests=len(rows),
+        paid_images=sum(r.images for r in paid),
+        paid_texts=sum(r.texts for r in paid),
+        paid_tokens=sum(r.tokens for r in paid),
+        cost=round(sum(r.cost for r in paid), 9),
+        free_images=sum(r.images for r in free),
+        free_texts=sum(r.texts for r in free),
+        unrecovered_requests=len(lost),
+        unrecovered_images=sum(r.images for r in lost),
+        unrecovered_texts=sum(r.texts for r in lost),
+        unrecovered_cost=round(sum(r.cost for r in lost), 9),
+        replayed_requests=sum(r.replayed for r in rows),
+    )
 
 
 def _dumps(value: object) -> bytes:
@@ -81,7 +144,14 @@ class EmbeddingCache:
         self.path = path
         self._env = env
         self._lock_fd = lock_fd
-        self._db = {name: env.open_db(name.encode(), create=lock_fd is not None) for name in _DBS}
+        self._db: dict[str, object | None] = {name: self._open_db(name) for name in _DBS}
+
+    def _open_db(self, name: str) -> object | None:
+        """A named database; None when a reader finds an older cache without it (it reads as empty)."""
+        try:
+            return self._env.open_db(name.encode(), create=self._lock_fd is not None)
+        except lmdb.NotFoundError:
+            return None
 
     @classmethod
     def open(
@@ -136,19 +206,31 @@ class EmbeddingCache:
                     txn.put(b"dtype", DTYPE.encode(), db=self._db["meta"]),
                 )
             )
-        elif int(found) == 1:
-            self._upgrade_from_v1()
+        else:
+            if int(found) == 1:
+                self._upgrade_from_v1()
+            if int(self._get("meta", b"schema_version") or 0) == 2:
+                self._upgrade_from_v2()
         self._check_schema()
 
     def _check_schema(self) -> None:
         found = self._get("meta", b"schema_version")
-        if found is not None and int(found) == 1:
+        if found is None:
+            return
+        version = int(found)
+        if version < OLDEST_READABLE:
             raise CacheMismatch(
-                f"{self.path} was written by an older vl2v (cache schema v1, no checksums); upgrade it in place, "
-                f"keeping every embedding: vl2v cache upgrade {self.path}"
+                f"{self.path} was written by an older vl2v (cache schema v{version}, no checksums); upgrade it in "
+                f"place, keeping every embedding: vl2v cache upgrade {self.path}"
             )
-        if found is not None and int(found) != SCHEMA_VERSION:
-            raise CacheMismatch(f"{self.path} has cache schema v{int(found)}; this vl2v reads v{SCHEMA_VERSION}")
+        if version > SCHEMA_VERSION:
+            raise CacheMismatch(
+                f"{self.path} has cache schema v{version}, newer than this vl2v (v{SCHEMA_VERSION}): upgrade vl2v"
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._get("meta", b"schema_version") or SCHEMA_VERSION)
 
     def _upgrade_from_v1(self) -> None:
         """v1 stored bare float32 bytes; v2 appends each embedding's checksum. One transaction: all or nothing."""
@@ -159,15 +241,24 @@ class EmbeddingCache:
                 for key, value in [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._db[db])]:
                     txn.put(key, value + _checksum(key, value), db=self._db[db])
                     count += 1
-            txn.put(b"schema_version", str(SCHEMA_VERSION).encode(), db=self._db["meta"])
+            txn.put(b"schema_version", b"2", db=self._db["meta"])
             return count
 
-        log.info(
-            "upgraded %s to cache schema v%d: checksums added to %d embeddings",
-            self.path,
-            SCHEMA_VERSION,
-            self._write(write),
-        )
+        log.info("upgraded %s to cache schema v2: checksums added to %d embeddings", self.path, self._write(write))
+
+    def _upgrade_from_v2(self) -> None:
+        """v2 keyed the ledger by the vendor's request id; v3 keys it by the cache's own idempotency key."""
+
+        def write(txn: lmdb.Transaction) -> int:
+            rows = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._db["ledger"])]
+            for key, _ in rows:
+                txn.delete(key, db=self._db["ledger"])
+            for _, value in rows:
+                txn.put(json.loads(value)["idempotency_key"].encode(), value, db=self._db["ledger"])
+            txn.put(b"schema_version", b"3", db=self._db["meta"])
+            return len(rows)
+
+        log.info("upgraded %s to cache schema v3: %d ledger rows re-keyed", self.path, self._write(write))
 
     def meta(self) -> dict:
         with self._env.begin(db=self._db["meta"]) as txn:
@@ -212,12 +303,16 @@ class EmbeddingCache:
     # -- reads -----------------------------------------------------------------------------------------------
 
     def _get(self, db: str, key: bytes) -> bytes | None:
+        if self._db[db] is None:
+            return None
         with self._env.begin(db=self._db[db]) as txn:
             value = txn.get(key)
         return bytes(value) if value is not None else None
 
     def _scan(self, db: str) -> list[tuple[bytes, bytes]]:
         # Materialised, so no read transaction outlives the call (a later map resize needs none open).
+        if self._db[db] is None:
+            return []
         with self._env.begin(db=self._db[db]) as txn:
             return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
 
@@ -260,15 +355,26 @@ class EmbeddingCache:
         rows = [LedgerRow(**json.loads(v)) for _, v in self._scan("ledger")]
         return sorted(rows, key=lambda r: r.time)
 
+    def totals(self) -> LedgerTotals:
+        return ledger_totals(self.ledger())
+
     def skipped(self) -> dict[str, dict]:
         return {k.decode(): json.loads(v) for k, v in self._scan("skipped")}
 
     def pending(self) -> dict[str, dict]:
         return {k.decode(): json.loads(v) for k, v in self._scan("pending")}
 
+    def pending_body(self, idempotency_key: str) -> bytes | None:
+        """The exact body a pending request was sent with (None for one left by a cache before schema v3)."""
+        return self._get("pending_body", idempotency_key.encode())
+
     def counts(self) -> dict[str, int]:
         with self._env.begin() as txn:
-            return {name: txn.stat(self._db[name])["entries"] for name in _DBS if name != "meta"}
+            return {
+                name: txn.stat(self._db[name])["entries"] if self._db[name] is not None else 0
+                for name in _DBS
+                if name != "meta"
+            }
 
     # -- writes (writer only) ----------------------------------------------------------------------------------
 
@@ -299,11 +405,31 @@ class EmbeddingCache:
         entry = {"reason": reason, "stage": stage, "paths": paths}
         self._write(lambda txn: txn.put(key.encode(), _dumps(entry), db=self._db["skipped"]))
 
-    def add_pending(self, idempotency_key: str, request: dict) -> None:
-        self._write(lambda txn: txn.put(idempotency_key.encode(), _dumps(request), db=self._db["pending"]))
+    def add_pending(self, idempotency_key: str, request: dict, body: bytes) -> None:
+        """Record a request as sent, with its exact body, before it is sent."""
+        key = idempotency_key.encode()
+
+        def write(txn: lmdb.Transaction) -> None:
+            txn.put(key, _dumps(request), db=self._db["pending"])
+            txn.put(key, body, db=self._db["pending_body"])
+
+        self._write(write)
 
     def drop_pending(self, idempotency_key: str) -> None:
-        self._write(lambda txn: txn.delete(idempotency_key.encode(), db=self._db["pending"]))
+        self._write(lambda txn: self._drop_pending(txn, idempotency_key.encode()))
+
+    def record_unrecovered(self, rows: list[LedgerRow]) -> None:
+        """Pending requests given up on: their possible charge enters the ledger, their pending records go."""
+
+        def write(txn: lmdb.Transaction) -> None:
+            for row in rows:
+                self._put_ledger(txn, row)
+
+        self._write(write)
+
+    def _drop_pending(self, txn: lmdb.Transaction, key: bytes) -> None:
+        txn.delete(key, db=self._db["pending"])
+        txn.delete(key, db=self._db["pending_body"])
 
     def _merge_paths(self, txn: lmdb.Transaction, key: str, paths: list[str]) -> None:
         current = txn.get(key.encode(), db=self._db["items"])
@@ -313,8 +439,14 @@ class EmbeddingCache:
             txn.put(key.encode(), _dumps({"paths": merged}), db=self._db["items"])
 
     def _put_ledger(self, txn: lmdb.Transaction, row: LedgerRow) -> None:
-        txn.put(row.request_id.encode(), _dumps(row.__dict__), db=self._db["ledger"])
-        txn.delete(row.idempotency_key.encode(), db=self._db["pending"])
+        """The row under the cache's own idempotency key: whatever request ids the vendor (or a proxy) sends, one
+        request is one row, and a second row for the same request is a bug, refused."""
+        if row.kind not in KINDS:
+            raise ValueError(f"ledger row kind {row.kind!r} is not one of {KINDS}")
+        key = row.idempotency_key.encode()
+        if not txn.put(key, _dumps(row.__dict__), db=self._db["ledger"], overwrite=False):
+            raise CacheError(f"{self.path}: request {row.idempotency_key} is already in the ledger")
+        self._drop_pending(txn, key)
 
     def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run `fn` in a write transaction; on a full map, abort, double the map and run it again."""

@@ -27,7 +27,11 @@ cache_app = typer.Typer(help="Inspect, verify and export an embedding cache.", n
 def info(
     path: CacheArg = DEFAULT_CACHE,
     teacher_url: Annotated[
-        str | None, typer.Option(envvar="VL2V_TEACHER_URL", help="vendor to reconcile with (default: the recorded one)")
+        str | None,
+        typer.Option(
+            envvar="VL2V_TEACHER_URL",
+            help="vendor to reconcile with; your key is sent only to a URL you give here or in the environment",
+        ),
     ] = None,
     api_key_file: ApiKeyFile = None,
     json_out: Json = False,
@@ -36,7 +40,9 @@ def info(
     when the vendor is reachable with your key."""
     with EmbeddingCache.open(path) as cache:
         summary = cache_info(cache)
-    summary["vendor"] = _vendor_usage(teacher_url or summary["teacher"].get("url"), api_key_file)
+    # The key goes only where the user pointed: never to the URL recorded in the cache, which anyone who wrote
+    # the cache (or edited it) chose.
+    summary["vendor"] = _vendor_usage(teacher_url, api_key_file, summary["teacher"].get("url"))
     if json_out:
         typer.echo(json.dumps(summary))
         return
@@ -70,10 +76,13 @@ def info(
     console.print(table)
 
 
-def _vendor_usage(url: str | None, key_file: Path | None) -> dict:
+def _vendor_usage(url: str | None, key_file: Path | None, recorded: str | None) -> dict:
+    if not url:
+        hint = f" (the cache was bought from {recorded})" if recorded else ""
+        return {"error": f"pass --teacher-url (or set VL2V_TEACHER_URL) to reconcile with the vendor{hint}"}
     key = api_key(key_file, required=False)
-    if not url or not key:
-        return {"error": "no vendor URL or API key (VL2V_API_KEY)"}
+    if not key:
+        return {"error": "no API key (VL2V_API_KEY or --api-key-file)"}
     client = TeacherClient(url, key, timeout=(2.0, 5.0), retry=RetryPolicy(attempts=1))
     try:
         return client.usage()
@@ -117,13 +126,14 @@ def export(
     path: CacheArg = DEFAULT_CACHE,
     out: Annotated[Path, typer.Option(help="file to write")] = Path("cache.npz"),
     format: Annotated[str, typer.Option(help=f"one of {list(FORMATS)}")] = "npz",
+    overwrite: Annotated[bool, typer.Option(help="replace --out if it exists")] = False,
     json_out: Json = False,
 ) -> None:
     """Write the cache as plain arrays (embeddings, paths, domains, labels, prompts, text embeddings)."""
     if format not in FORMATS:
         raise ValueError(f"--format {format!r} is not one of {list(FORMATS)}")
     with EmbeddingCache.open(path) as cache:
-        written = export_npz(cache, out)
+        written = export_npz(cache, out, overwrite=overwrite)
     typer.echo(
         json.dumps(written)
         if json_out

@@ -46,8 +46,9 @@ class QueryProgress:
         budget = f"/{report.budget}" if report.budget is not None else ""
         status = (
             f"paid {report.paid_images} img + {report.paid_texts} txt, cached {report.already_cached}, "
-            f"skipped {report.skipped}, budget {report.budget_used + report.paid_images}{budget}, "
+            f"skipped {report.skipped}, budget {report.budget_used}{budget}, "
             f"spent {report.cost:.4f} {report.currency}, {rate:.1f} img/s"
         )
-        can_buy = report.selected if report.budget is None else min(report.selected, report.budget - report.budget_used)
+        left = report.budget - report.budget_used_before if report.budget is not None else report.selected
+        can_buy = min(report.selected, max(left, 0))
         self._progress.update(self._task, total=max(can_buy, 1), completed=report.paid_images, status=status)

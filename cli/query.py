@@ -49,6 +49,12 @@ def query(
     concurrency: Annotated[int, typer.Option(help="requests in flight")] = 4,
     max_retries: Annotated[int, typer.Option(help="attempts per request on 429, 5xx and timeouts")] = 8,
     wait: Annotated[bool, typer.Option(help="wait for another writer of the cache instead of failing")] = False,
+    abandon_pending: Annotated[
+        bool,
+        typer.Option(
+            help="give up requests a crashed run left pending (counted as possibly paid) instead of re-sending them"
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option(help="print what would be bought and what it would cost; buy nothing")
     ] = False,
@@ -73,6 +79,7 @@ def query(
         batch_size=batch_size,
         concurrency=concurrency,
         wait_for_writer=wait,
+        abandon_pending=abandon_pending,
     )
     client = TeacherClient(teacher_url, api_key(api_key_file), retry=RetryPolicy(attempts=max_retries))
     code = exit_codes.OK
@@ -107,15 +114,18 @@ def _print_summary(report: QueryReport) -> None:
         ),
         ("already cached", str(report.already_cached)),
         ("duplicates (paid once)", str(report.duplicates)),
+        ("free replays (bought before with this key)", str(report.free_images)),
         ("skipped", str(report.skipped)),
         ("left unbought (budget)", str(report.unbought)),
         ("estimated cost" if report.dry_run else "cost of this run", f"{report.cost:.6f} {report.currency}"),
         ("budget used (all runs)", f"{report.budget_used} / {budget} images"),
     ]
+    if report.unrecovered_images:
+        rows.append(("possibly paid, not recovered", f"{report.unrecovered_images} images (in the cost and budget)"))
     if not report.dry_run:
         rows += [
             ("total cost (all runs)", f"{report.total_cost:.6f} {report.currency}"),
-            ("free replays", str(report.replayed_requests)),
+            ("replayed requests", str(report.replayed_requests)),
         ]
     for name, value in rows:
         table.add_row(name, value)

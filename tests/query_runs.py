@@ -8,7 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import requests
 
 from cache.inspect import verify_cache
 from cache.store import EmbeddingCache
@@ -100,3 +103,48 @@ def assert_paid_once(cache_dir: Path, vendor_ledger: list[dict], key_name: str =
     assert paid_images(vendor_ledger, key_name) == unique, "paid images = unique images"
     assert cache_rows == vendor_rows, "the vendor's ledger = the cache's ledger, row for row"
     return unique
+
+
+class RewritingProxy:
+    """An HTTP proxy in front of a vendor that rewrites what the vendor answers: `rewrite(path, status, headers,
+    body) -> (status, headers, body)`. What a misbehaving vendor or a careless proxy can do to a client."""
+
+    def __init__(self, upstream: str, rewrite) -> None:
+        session = requests.Session()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = session.request(method, upstream + self.path, data=body, headers=headers, timeout=60)
+                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+                status, kept, content = rewrite(self.path, answer.status_code, kept, answer.content)
+                self.send_response(status)
+                for key, value in kept.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def do_GET(self) -> None:
+                self._forward("GET")
+
+            def do_POST(self) -> None:
+                self._forward("POST")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "date", "server"}

@@ -8,18 +8,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cache.client import QuotaExhausted, RetryPolicy, TeacherClient, VendorAuthError, VendorError, VendorUnreachable
+from cache.client import (
+    QuotaExhausted,
+    RetryPolicy,
+    TeacherClient,
+    VendorAuthError,
+    VendorError,
+    VendorUnreachable,
+    request_body,
+)
 
 
 class Scripted:
     """A stand-in vendor answering a fixed script of (status, headers, body), then 200s."""
 
     def __init__(self, script):
-        self.script, self.calls = list(script), []
+        self.script, self.calls, self.seen_keys = list(script), [], []
         parent = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                parent.seen_keys.append(self.headers.get("Authorization"))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self):
+                parent.seen_keys.append(self.headers.get("Authorization"))
                 parent.calls.append(self.headers.get("Idempotency-Key"))
                 self.rfile.read(int(self.headers["Content-Length"]))
                 status, headers, body = parent.script.pop(0) if parent.script else (200, {}, OK)
@@ -70,7 +85,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after_with_the_same_idempotency
             (500, {}, {"oops": 1}),
         ]
     )
-    answer = client_for(vendor, sleeps).embed("m", ["a"], "key-1")
+    answer = client_for(vendor, sleeps).embed(request_body("m", ["a"]), "key-1", count=1, dim=2)
     assert answer.cost == 0.5 and answer.texts == 1
     assert sleeps[0] == 1.5  # retry-after-ms wins over retry-after
     assert 0.05 <= sleeps[2] <= 0.6  # then exponential backoff with jitter
@@ -80,7 +95,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after_with_the_same_idempotency
 def test_connection_failures_give_up_as_unreachable(sleeps):
     client = TeacherClient("http://127.0.0.1:9", "sk", retry=RetryPolicy(attempts=3, base_s=0.01), sleep=sleeps.append)
     with pytest.raises(VendorUnreachable, match="gave up after 3 attempts"):
-        client.embed("m", ["a"], "k")
+        client.embed(request_body("m", ["a"]), "k", count=1, dim=2)
     assert len(sleeps) == 2, "a wait between attempts, none after the last"
 
 
@@ -89,12 +104,12 @@ def test_refusals_are_typed_and_not_retried(sleeps, status, kind):
     headers = {"x-should-retry": "false"} if status == 402 else {}
     vendor = Scripted([(status, headers, error(status, "nope", "input[3]"))])
     with pytest.raises(kind) as raised:
-        client_for(vendor, sleeps).embed("m", ["a"], "k")
+        client_for(vendor, sleeps).embed(request_body("m", ["a"]), "k", count=1, dim=2)
     assert raised.value.status == status and raised.value.item == 3 and sleeps == []
 
 
 def test_a_refusal_that_says_do_not_retry_is_not_retried_even_if_5xx(sleeps):
     vendor = Scripted([(503, {"x-should-retry": "false"}, error(503, "down"))])
     with pytest.raises(VendorError):
-        client_for(vendor, sleeps).embed("m", ["a"], "k")
+        client_for(vendor, sleeps).embed(request_body("m", ["a"]), "k", count=1, dim=2)
     assert sleeps == []

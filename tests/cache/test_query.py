@@ -75,7 +75,7 @@ def test_stratified_selection_is_balanced_and_info_reports_it(vendor, pacs_mini,
     assert info["teacher"]["id"] == "vl2v-tiny" and info["dataset"] == "pacs"
     assert "error" in info["vendor"]  # no key: not reconciled, and it says so
 
-    code, output = cli("cache", "info", str(tmp_path / "c"), "--json", key="sk-carol")
+    code, output = cli("cache", "info", str(tmp_path / "c"), "--json", "--teacher-url", vendor.url, key="sk-carol")
     vendor_side = json.loads(output)["vendor"]
     assert (vendor_side["images"], vendor_side["texts"]) == (info["paid_images"], info["paid_texts"])
     assert vendor_side["spent"] == pytest.approx(info["cost"])

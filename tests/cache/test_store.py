@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cache.store import SCHEMA_VERSION, CacheBusy, CacheMismatch, CacheMissing, EmbeddingCache, LedgerRow
+from cache.store import (
+    SCHEMA_VERSION,
+    CacheBusy,
+    CacheError,
+    CacheMismatch,
+    CacheMissing,
+    EmbeddingCache,
+    LedgerRow,
+)
 from cli.app import app
 
 TEACHER = {
@@ -34,7 +42,8 @@ def row(request_id: str, images: int = 0, texts: int = 0) -> LedgerRow:
 def test_embeddings_items_and_ledger_commit_together_and_read_back(tmp_path):
     with EmbeddingCache.open(tmp_path, write=True) as cache:
         cache.bind_teacher(TEACHER)
-        cache.add_pending("idem-r1", {"kind": "images"})
+        cache.add_pending("idem-r1", {"kind": "images"}, b'{"model": "m"}')
+        assert cache.pending_body("idem-r1") == b'{"model": "m"}'
         cache.commit_images(
             {"a" * 64: (unit(0), ["photo/dog/1.jpg"]), "b" * 64: (unit(1), ["photo/cat/2.jpg"])}, row("r1", images=2)
         )
@@ -45,6 +54,7 @@ def test_embeddings_items_and_ledger_commit_together_and_read_back(tmp_path):
         assert dict(cache.items())["a" * 64] == ["photo/dog/1.jpg", "sketch/dog/1.png"]
         assert [r.request_id for r in cache.ledger()] == ["r1", "r2"]
         assert cache.pending() == {}, "committing a request clears its pending record"
+        assert cache.pending_body("idem-r1") is None, "and the body kept for its replay"
         keys, matrix = cache.image_matrix()
         assert matrix.shape == (2, 4) and keys == ["a" * 64, "b" * 64]
 
@@ -121,7 +131,7 @@ def test_the_cache_refuses_another_dataset_but_allows_a_moved_root(tmp_path):
 def test_a_schema_version_mismatch_is_a_clear_error(tmp_path):
     with EmbeddingCache.open(tmp_path, write=True) as cache:
         cache._write(lambda txn: txn.put(b"schema_version", b"99", db=cache._db["meta"]))
-    with pytest.raises(CacheMismatch, match=f"schema v99; this vl2v reads v{SCHEMA_VERSION}"):
+    with pytest.raises(CacheMismatch, match=f"schema v99, newer than this vl2v \\(v{SCHEMA_VERSION}\\): upgrade vl2v"):
         EmbeddingCache.open(tmp_path)
 
 
@@ -148,3 +158,38 @@ def test_a_cache_from_before_checksums_is_upgraded_in_place_keeping_every_embedd
         assert all(intact for db in ("image", "text") for _, _, intact in cache.checked(db))
         np.testing.assert_array_equal(cache.image("a" * 64), unit(0))
         np.testing.assert_array_equal(cache.texts()["a photo of a dog"], unit(1))
+
+
+def test_the_ledger_is_keyed_by_the_clients_idempotency_key_not_the_vendors_request_id(tmp_path):
+    """A vendor (or proxy) that repeats, omits or rewrites x-request-id cannot merge two paid requests into one."""
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+        for i, request_id in enumerate(["same", "same", ""]):
+            cache.commit_images(
+                {f"{i}" * 64: (unit(i), [f"p/c/{i}.jpg"])}, LedgerRow(request_id, f"k{i}", 1, 0, 0, 0.1, i)
+            )
+        with pytest.raises(CacheError, match="k0 is already in the ledger"):
+            cache.commit_images({"9" * 64: (unit(9), ["p/c/9.jpg"])}, LedgerRow("other", "k0", 1, 0, 0, 0.1, 9))
+        totals = cache.totals()
+    assert (totals.requests, totals.paid_images, totals.cost) == (3, 3, pytest.approx(0.3))
+
+
+def test_a_v2_cache_is_read_as_is_and_upgraded_to_v3_by_its_next_writer(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+        cache.commit_images({"a" * 64: (unit(0), ["photo/dog/1.jpg"])}, row("r1", images=1))
+        rows = cache._scan("ledger")
+
+        def downgrade(txn):  # v2 keyed the ledger by the vendor's request id
+            for key, value in rows:
+                txn.delete(key, db=cache._db["ledger"])
+                txn.put(b"r1", value, db=cache._db["ledger"])
+            txn.put(b"schema_version", b"2", db=cache._db["meta"])
+
+        cache._write(downgrade)
+    with EmbeddingCache.open(tmp_path) as cache:  # readers (distill) read a v2 cache without upgrading it
+        assert cache.schema_version == 2 and cache.totals().paid_images == 1 and cache.pending_body("x") is None
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        assert cache.schema_version == SCHEMA_VERSION
+        assert [k for k, _ in cache._scan("ledger")] == [b"idem-r1"]
+        np.testing.assert_array_equal(cache.image("a" * 64), unit(0))
