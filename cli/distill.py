@@ -55,7 +55,10 @@ def distill_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="hyper-parameter override key=value (repeatable)")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="continue a killed run from its last checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue the run in --out from its last checkpoint (same settings only)")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the run already in --out")] = False,
     json_out: Json = False,
 ) -> None:
     """Train a student with METHOD from the cache and report domain-generalisation accuracy (DomainBed protocol).
@@ -80,6 +83,7 @@ def distill_command(
         data_dir=data_dir,
         overrides=overrides,
         resume=resume,
+        overwrite=overwrite,
         train=TrainConfig(
             steps=steps, batch_size=batch_size, eval_every=eval_every, seed=seed, device=device, workers=workers
         ),

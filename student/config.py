@@ -46,6 +46,7 @@ class DistillConfig:
     overrides: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     resume: bool = False
+    overwrite: bool = False  # replace the run already in `out`
 
     def __post_init__(self) -> None:
         check_method_name(self.method)
@@ -53,6 +54,8 @@ class DistillConfig:
             raise ValueError(f"--trials must be >= 1, got {self.trials}")
         if self.image_size < 8:
             raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
 
 
 @dataclass(frozen=True)

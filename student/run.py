@@ -8,10 +8,13 @@ RUN/<target>/trial_<k>/model.safetensors   the student and what prediction needs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import statistics
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +35,22 @@ from .trainer import Progress, Trainer
 log = logging.getLogger("vl2v.distill")
 
 
+class RunFolderError(ValueError):
+    """`--out` cannot take this run: it holds another run, or settings differ from the run being resumed."""
+
+
+# Settings that change how fast a run goes, not what it computes: a resumed run may change them.
+_RESUMABLE_CHANGES = {
+    "resume",
+    "overwrite",
+    "out",
+    "data_dir",
+    "train.workers",
+    "train.device",
+    "train.eval_batch_size",
+}
+
+
 def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None) -> dict:
     """Train and evaluate; returns the summary (also written to RUN/summary.json)."""
     method_cls = get_method(config.method)
@@ -46,16 +65,101 @@ def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] 
     for target in targets:
         if target not in dataset.domains:
             raise ValueError(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
-    config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "config.json").write_text(json.dumps(_describe(config, hparams, knowledge), indent=2, default=str))
+    described = json.loads(json.dumps(_describe(config, hparams, knowledge), default=str))
+    _claim_out(config, described)
+    keys_by_path, changed = unchanged_files(dataset.root, keys_by_path)
 
     runs = []
     for target in targets:
         for trial in range(config.trials):
             runs.append(_one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress))
-    summary = _summarise(config, runs, dataset.domains)
+    summary = _summarise(config, runs, dataset.domains) | {"changed_since_bought": changed}
     (config.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _claim_out(config: DistillConfig, described: dict) -> None:
+    """Make `config.out` this run's folder: a new one, the same run resumed, or a replaced run when asked.
+
+    Raises:
+        RunFolderError: the folder holds another run (and neither --resume nor --overwrite was given), the run to
+            resume was started with other settings, or the folder is not a run folder at all.
+    """
+    out, recorded = config.out, config.out / "config.json"
+    if out.is_dir() and any(out.iterdir()):
+        if not recorded.is_file():
+            raise RunFolderError(f"--out {out} exists and is not a vl2v run folder; choose another --out")
+        if config.resume:
+            differences = _differences(json.loads(recorded.read_text()), described)
+            if differences:
+                raise RunFolderError(
+                    f"--resume: {out} was started with other settings ({'; '.join(differences[:4])}); resume it "
+                    "with the same settings, or pass --overwrite to start it again"
+                )
+            return
+        if not config.overwrite:
+            raise RunFolderError(
+                f"--out {out} already holds a run; pass --resume to continue it with the same settings, or "
+                "--overwrite to replace it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(described, indent=2))
+
+
+def _differences(before: dict, now: dict) -> list[str]:
+    """'key: old -> new' for every setting that changes what the run computes."""
+    flat_before, flat_now = _flatten(before.get("config", {})), _flatten(now.get("config", {}))
+    changed = [
+        f"{key}: {flat_before.get(key)!r} -> {flat_now.get(key)!r}"
+        for key in sorted(set(flat_before) | set(flat_now))
+        if key not in _RESUMABLE_CHANGES and flat_before.get(key) != flat_now.get(key)
+    ]
+    for part in ("hparams", "teacher", "cached_images"):
+        if before.get(part) != now.get(part):
+            changed.append(f"{part}: {before.get(part)!r} -> {now.get(part)!r}"[:200])
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "overrides":
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def unchanged_files(root: Path, keys_by_path: dict[str, str], workers: int = 8) -> tuple[dict[str, str], dict]:
+    """Keep only the files whose bytes still hash to the embedding bought for them; say what was left out.
+
+    An image edited or replaced since the query has an embedding of other pixels: training on the pair would
+    teach the student something the teacher never said.
+    """
+
+    def check(item: tuple[str, str]) -> str:
+        path, key = item
+        try:
+            digest = hashlib.sha256((root / path).read_bytes()).hexdigest()
+        except OSError:
+            return "missing"
+        return "ok" if digest == key else "changed"
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="vl2v-hash") as pool:
+        verdicts = dict(zip(keys_by_path, pool.map(check, keys_by_path.items()), strict=True))
+    kept = {p: k for p, k in keys_by_path.items() if verdicts[p] == "ok"}
+    changed = sorted(p for p, v in verdicts.items() if v == "changed")
+    missing = sorted(p for p, v in verdicts.items() if v == "missing")
+    if changed or missing:
+        log.warning(
+            "%d image(s) changed since they were bought and %d are missing (e.g. %s); they are left out of "
+            "training (re-run `vl2v query` to buy the new versions)",
+            len(changed),
+            len(missing),
+            ", ".join((changed + missing)[:3]),
+        )
+    return kept, {"changed": len(changed), "missing": len(missing), "examples": (changed + missing)[:5]}
 
 
 def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress) -> dict:

@@ -38,6 +38,17 @@ class Progress:
     eta_s: float
 
 
+class TrainingDiverged(ValueError):
+    """The loss stopped being a number: the run stops rather than report a broken model as accurate."""
+
+    def __init__(self, method: str, stage: str, step: int, parts: dict[str, Tensor]) -> None:
+        values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in parts.items())
+        super().__init__(
+            f"{method} diverged at step {step + 1} of stage '{stage}' ({values}); nothing was saved as final. "
+            "Lower the learning rate (--lr or --set lr=...) and start again with --overwrite"
+        )
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,6 +140,8 @@ class Trainer:
             batch = self._batch(images, labels[picks], rows[picks], step)
             with autocast():
                 parts = self.method.loss(batch)
+            if not torch.isfinite(parts["loss"]):
+                raise TrainingDiverged(self.method.name, stage.name, step, parts)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(parts["loss"]).backward()
             scaler.step(optimizer)

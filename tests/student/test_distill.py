@@ -49,21 +49,25 @@ def run_cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
-def distill_cli(cache: Path, out: Path, method: str, *extra: str) -> dict:
-    code, output = run_cli(
+def distill_args(cache: Path, out: Path, method: str, *extra: str, target: str = "sketch") -> list[str]:
+    """`vl2v distill` of a tiny student for a few steps, as command-line arguments."""
+    return [
         "distill",
         "--cache",
         str(cache),
         "--method",
         method,
         "--test-domain",
-        "sketch",
+        target,
         "--out",
         str(out),
-        "--json",
         *FAST,
         *extra,
-    )
+    ]
+
+
+def distill_cli(cache: Path, out: Path, method: str, *extra: str) -> dict:
+    code, output = run_cli(*distill_args(cache, out, method, "--json", *extra))
     assert code == 0, output
     return json.loads(output)
 
@@ -249,18 +253,7 @@ def test_a_run_killed_mid_way_resumes_to_the_same_result(pacs_cache, tmp_path):
 
 
 def test_unknown_targets_and_bad_values_are_one_line_errors(pacs_cache, tmp_path):
-    code, output = run_cli(
-        "distill",
-        "--cache",
-        str(pacs_cache),
-        "--method",
-        "erm",
-        "--test-domain",
-        "sketches",
-        "--out",
-        str(tmp_path),
-        *FAST,
-    )
+    code, output = run_cli(*distill_args(pacs_cache, tmp_path, "erm", target="sketches"))
     assert code == ERROR and "'sketches' is not one of" in output
     code, output = run_cli(
         "distill", "--cache", str(pacs_cache), "--method", "adip", "--set", "lr=-3", "--out", str(tmp_path), *FAST
