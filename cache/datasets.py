@@ -104,7 +104,7 @@ Postit_Notes Printer Push_Pin Radio Refrigerator Ruler Scissors Screwdriver Shel
 TV Table Telephone ToothBrush Toys Trash_Can Webcam
 """.split()
 
-_VISDA = "http://csr.bu.edu/ftp/visda/2019/multi-source"
+_VISDA = "https://csr.bu.edu/ftp/visda/2019/multi-source"
 
 REGISTRY: dict[str, DatasetSpec] = {
     spec.name: spec

@@ -9,6 +9,7 @@ import tarfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import requests
@@ -20,6 +21,19 @@ log = logging.getLogger("vl2v.data")
 Progress = Callable[[str, int, int | None], None]  # (file name, bytes so far, total bytes or None)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one archive may hold: an archive beyond these is refused before anything is written (DomainNet, the
+    largest benchmark, is about 600,000 files and 20 GB)."""
+
+    max_bytes: int = 64 * 2**30  # downloaded, and unpacked
+    max_files: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.max_files < 1:
+            raise ValueError("download limits must be >= 1")
+
+
 def download_dataset(
     name: str,
     data_dir: Path,
@@ -27,11 +41,13 @@ def download_dataset(
     mirror: str | None = None,
     on_progress: Progress = lambda name, done, total: None,
     timeout: float = 60.0,
+    limits: Limits = Limits(),
 ) -> dict:
     """Download, verify and unpack `name` into `data_dir/<Folder>`; returns the images found per domain.
 
     Args:
         mirror: a base URL serving the same file names (`<mirror>/<file>`) instead of the original hosts.
+        limits: the most an archive may weigh and hold, downloaded and unpacked.
 
     Raises:
         DatasetError: no public archive, a checksum that does not match, an unsafe or unreadable archive, or an
@@ -46,8 +62,8 @@ def download_dataset(
     target = data_dir / spec.folder
     for archive in spec.archives:
         url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
-        path = _fetch(url, staging / archive.filename, archive, on_progress, timeout)
-        _unpack(path, staging / "unpacked", target, archive, spec.domains)
+        path = _fetch(url, staging / archive.filename, archive, on_progress, timeout, limits)
+        _unpack(path, staging / "unpacked", target, archive, spec.domains, limits)
         path.unlink()
     shutil.rmtree(staging, ignore_errors=True)
     dataset = open_dataset(name, data_dir)
@@ -67,22 +83,55 @@ def download_dataset(
     }
 
 
-def _fetch(url: str, path: Path, archive: Archive, on_progress: Progress, timeout: float) -> Path:
+def https_first(url: str) -> list[str]:
+    """The URLs to try for `url`, HTTPS first: a plain-HTTP source is used only if its HTTPS twin cannot be
+    reached (the archives carry no published checksums, so transport security is what vouches for them)."""
+    if url.startswith("http://"):
+        return ["https://" + url[len("http://") :], url]
+    return [url]
+
+
+def _fetch(url: str, path: Path, archive: Archive, on_progress: Progress, timeout: float, limits: Limits) -> Path:
+    candidates = https_first(url)
+    for i, candidate in enumerate(candidates):
+        try:
+            return _fetch_one(candidate, path, archive, on_progress, timeout, limits)
+        except (requests.exceptions.SSLError, requests.ConnectionError) as e:
+            if i + 1 == len(candidates):
+                raise DatasetError(f"could not download {candidate}: {e}") from None
+            log.warning("could not reach %s over HTTPS (%s); falling back to plain HTTP", candidate, type(e).__name__)
+    raise AssertionError("unreachable")
+
+
+def _fetch_one(url: str, path: Path, archive: Archive, on_progress: Progress, timeout: float, limits: Limits) -> Path:
     partial = path.with_suffix(path.suffix + ".part")
     digest = hashlib.sha256()
+    if url.startswith("http://"):
+        log.warning("downloading %s over plain HTTP: only the archive's CRCs and layout vouch for it", url)
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0)) or None
+            if total is not None and total > limits.max_bytes:
+                raise DatasetError(f"{archive.filename} is {total} bytes, over the limit of {limits.max_bytes}")
             done = 0
             with partial.open("wb") as out:
                 for chunk in response.iter_content(1 << 20):
+                    done += len(chunk)
+                    if done > limits.max_bytes:
+                        raise DatasetError(f"{archive.filename} is larger than the limit of {limits.max_bytes} bytes")
                     out.write(chunk)
                     digest.update(chunk)
-                    done += len(chunk)
                     on_progress(archive.filename, done, total)
+    except requests.ConnectionError:  # TLS failures too: the caller may try the next URL
+        partial.unlink(missing_ok=True)
+        raise
     except requests.RequestException as e:
+        partial.unlink(missing_ok=True)
         raise DatasetError(f"could not download {url}: {e}") from None
+    except DatasetError:
+        partial.unlink(missing_ok=True)
+        raise
     if archive.sha256 and digest.hexdigest() != archive.sha256:
         partial.unlink()
         raise DatasetError(f"{archive.filename}: sha256 {digest.hexdigest()} does not match {archive.sha256}")
@@ -90,21 +139,28 @@ def _fetch(url: str, path: Path, archive: Archive, on_progress: Progress, timeou
     return path
 
 
-def _unpack(path: Path, scratch: Path, target: Path, archive: Archive, domains: tuple[str, ...]) -> None:
-    """Extract into `scratch`, refusing unsafe member names, then move the domain folders into `target`."""
+def _unpack(
+    path: Path, scratch: Path, target: Path, archive: Archive, domains: tuple[str, ...], limits: Limits
+) -> None:
+    """Extract into `scratch`, refusing unsafe member names and archives over the limits before writing a file,
+    then move the domain folders into `target`."""
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 _check_names(z.namelist(), path)
+                infos = z.infolist()
+                _check_size(path, len(infos), sum(i.file_size for i in infos), limits)
                 bad = z.testzip()
                 if bad is not None:
                     raise DatasetError(f"{path.name}: {bad} is corrupt (CRC mismatch)")
-                z.extractall(scratch)
+                z.extractall(scratch)  # extraction stops at each member's declared size
         elif tarfile.is_tarfile(path):
             with tarfile.open(path) as t:
-                _check_names(t.getnames(), path)
+                members = t.getmembers()
+                _check_names([m.name for m in members], path)
+                _check_size(path, len(members), sum(m.size for m in members if m.isfile()), limits)
                 t.extractall(scratch, filter="data")
         else:
             raise DatasetError(f"{path.name} is neither a zip nor a tar archive")
@@ -120,6 +176,13 @@ def _unpack(path: Path, scratch: Path, target: Path, archive: Archive, domains: 
             else:
                 shutil.move(str(child), destination)
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_size(path: Path, files: int, size: int, limits: Limits) -> None:
+    if files > limits.max_files:
+        raise DatasetError(f"{path.name} holds {files} files, over the limit of {limits.max_files}; refusing to unpack")
+    if size > limits.max_bytes:
+        raise DatasetError(f"{path.name} unpacks to {size} bytes, over the limit of {limits.max_bytes}; refusing")
 
 
 def _check_names(names: list[str], path: Path) -> None:

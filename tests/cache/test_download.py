@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cache.datasets import DatasetError
-from cache.download import download_dataset
+from cache.download import Limits, download_dataset, https_first
 from cli.app import app
 
 
@@ -95,3 +95,31 @@ def test_a_missing_archive_or_a_dataset_without_one_is_a_clear_error(mirror, tmp
         download_dataset("pacs", tmp_path, mirror=url)
     with pytest.raises(DatasetError, match="no public archive.*Caltech Camera Traps"):
         download_dataset("terra_incognita", tmp_path)
+
+
+def test_archives_over_the_file_or_size_limit_are_refused_before_anything_is_written(mirror, pacs_mini, tmp_path):
+    folder, url = mirror
+    (folder / "PACS.zip").write_bytes(pacs_zip(pacs_mini))  # 84 files
+    with pytest.raises(DatasetError, match="holds 84 files, over the limit of 50"):
+        download_dataset("pacs", tmp_path / "a", mirror=url, limits=Limits(max_files=50))
+    assert not (tmp_path / "a" / "PACS").exists()
+
+    bomb = io.BytesIO()  # 200 MB of zeros in about 200 kB
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("kfold/photo/dog/bomb.jpg", b"\0" * 200_000_000)
+    (folder / "PACS.zip").write_bytes(bomb.getvalue())
+    with pytest.raises(DatasetError, match="unpacks to 200000000 bytes, over the limit"):
+        download_dataset("pacs", tmp_path / "b", mirror=url, limits=Limits(max_bytes=50_000_000))
+    assert not (tmp_path / "b" / "PACS").exists()
+    with pytest.raises(DatasetError, match="PACS.zip is [0-9]+ bytes, over the limit of 1000"):
+        download_dataset("pacs", tmp_path / "c", mirror=url, limits=Limits(max_bytes=1000))
+
+
+def test_https_is_tried_first_and_plain_http_only_as_a_fallback_with_a_warning(mirror, pacs_mini, tmp_path, caplog):
+    assert https_first("http://host/a.zip") == ["https://host/a.zip", "http://host/a.zip"]
+    assert https_first("https://host/a.zip") == ["https://host/a.zip"]
+    folder, url = mirror  # a plain-HTTP loopback server: its HTTPS twin fails the TLS handshake
+    (folder / "PACS.zip").write_bytes(pacs_zip(pacs_mini, per_class=1))
+    download_dataset("pacs", tmp_path, mirror=url)
+    assert f"could not reach https://{url[len('http://') :]}/PACS.zip over HTTPS" in caplog.text
+    assert "over plain HTTP" in caplog.text
