@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from cache.datasets import Dataset as DomainDataset
+from teacher_service.imaging import to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,7 +108,7 @@ class ImageFiles(Dataset):
         i, seed = index if isinstance(index, tuple) else (index, None)
         sample = self.samples[i]
         with Image.open(self.root / sample.path) as image:
-            image = image.convert("RGB")
+            image = to_rgb(image)  # the pixels the teacher saw: the wire protocol's reading of the file
         if seed is not None:
             torch.manual_seed(seed)  # torchvision draws its random parameters from torch's global generator
             random.seed(seed)

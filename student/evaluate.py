@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from cache.datasets import DatasetError, open_dataset
+from teacher_service.imaging import to_rgb
 
 from .checkpoint import MODEL_FILE, load_student
 from .data import Sample, eval_loader, eval_transform
@@ -66,7 +67,7 @@ def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, devi
     out = []
     for path in images:
         with Image.open(path) as image:
-            pixels = transform(image.convert("RGB"))[None].to(target)
+            pixels = transform(to_rgb(image))[None].to(target)
         probs = method.predict(pixels).float().softmax(-1)[0].cpu()
         values, indices = probs.topk(min(top_k, len(probs)))
         out.append(

@@ -8,9 +8,13 @@ import shutil
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision import transforms as T
 
 from cli.exit_codes import ERROR
+from student.data import ImageFiles, Sample
 from student.methods.erm import ERM
+from teacher_service.imaging import to_rgb
 
 from .test_distill import distill_args, distill_cli, run_cli
 
@@ -91,3 +95,14 @@ def test_export_refuses_to_overwrite_and_writes_exactly_where_it_says(pacs_cache
     code, _ = run_cli("cache", "export", str(pacs_cache), "--out", str(out), "--overwrite")
     assert code == 0 and np.load(out)["image_embeddings"].shape[0] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddings"], "no partial file left behind"
+
+
+def test_the_student_reads_an_image_file_as_the_teacher_does(tmp_path):
+    """A 16-bit PNG is the same picture to the student's loader as to the vendor, not a white square."""
+    grey = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    sample = Sample("deep.png", 0, 0, None)
+    pixels, _, _ = ImageFiles(tmp_path, [sample], T.ToTensor())[0]
+    with Image.open(tmp_path / "deep.png") as image:
+        expected = T.ToTensor()(to_rgb(image))
+    assert torch.equal(pixels, expected) and pixels.std() > 0.2
