@@ -13,6 +13,7 @@ from .cache_cmd import cache_app
 from .data import data_app
 from .demo import demo
 from .distill import distill_command
+from .help import CONTEXT, Command, Group
 from .query import query
 from .serve import serve
 from .student_cmds import evaluate, predict, report, zeroshot
@@ -20,18 +21,23 @@ from .student_cmds import evaluate, predict, report, zeroshot
 app = typer.Typer(
     name="vl2v",
     help="Distil a pay-per-query CLIP teacher into a small, domain-robust image classifier.",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=CONTEXT,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    cls=Group,
 )
-app.command()(demo)
-app.command()(serve)
-app.command()(query)
-app.command("distill")(distill_command)
-app.command()(zeroshot)
-app.command()(evaluate)
-app.command()(predict)
-app.command()(report)
+for name, command in [
+    ("demo", demo),
+    ("serve", serve),
+    ("query", query),
+    ("distill", distill_command),
+    ("zeroshot", zeroshot),
+    ("evaluate", evaluate),
+    ("predict", predict),
+    ("report", report),
+]:
+    app.command(name, cls=Command)(command)
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 

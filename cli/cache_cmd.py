@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cache.client import RetryPolicy, TeacherClient, VendorError
@@ -16,37 +15,49 @@ from cache.inspect import cache_info, verify_cache
 from cache.store import SCHEMA_VERSION, EmbeddingCache
 
 from . import exit_codes
-from .errors import reports_errors
-from .options import DEFAULT_CACHE, ApiKeyFile, CacheArg, Json, api_key
+from .errors import reports_errors, stdout
+from .help import CONTEXT, Command, Group
+from .options import DEFAULT_CACHE, ApiKeyFile, CacheAlias, CacheDir, Json, api_key, choices, flag, one_cache
+from .progress import counted, money
 
-cache_app = typer.Typer(help="Inspect, verify and export an embedding cache.", no_args_is_help=True)
+cache_app = typer.Typer(
+    help="Inspect, verify and export an embedding cache.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    cls=Group,
+    context_settings=CONTEXT,
+)
 
 
-@cache_app.command("info")
+@cache_app.command("info", cls=Command)
 @reports_errors
 def info(
-    path: CacheArg = DEFAULT_CACHE,
+    path: CacheAlias = None,
+    cache: CacheDir = DEFAULT_CACHE,
     teacher_url: Annotated[
         str | None,
         typer.Option(
             envvar="VL2V_TEACHER_URL",
+            metavar="URL",
             help="vendor to reconcile with; your key is sent only to a URL you give here or in the environment",
         ),
     ] = None,
     api_key_file: ApiKeyFile = None,
     json_out: Json = False,
 ) -> None:
-    """Counts per domain and class, spend, budget used, teacher, skipped items; beside the vendor's own usage
-    when the vendor is reachable with your key."""
-    with EmbeddingCache.open(path) as cache:
-        summary = cache_info(cache)
+    """What a cache holds and what it cost.
+
+    Counts per domain and class, spend, budget used, teacher and skipped items; beside the vendor's own usage
+    when you give its URL and your key."""
+    with EmbeddingCache.open(one_cache(path, cache)) as store:
+        summary = cache_info(store)
     # The key goes only where the user pointed: never to the URL recorded in the cache, which anyone who wrote
     # the cache (or edited it) chose.
     summary["vendor"] = _vendor_usage(teacher_url, api_key_file, summary["teacher"].get("url"))
     if json_out:
         typer.echo(json.dumps(summary))
         return
-    console = Console()
+    console = stdout
     table = Table(title=f"cache {summary['cache']}", show_header=False)
     teacher = summary["teacher"]
     for name, value in [
@@ -58,12 +69,19 @@ def info(
         (
             "paid (cache ledger)",
             f"{summary['paid_images']} images, {summary['paid_texts']} texts, "
-            f"{summary['cost']:.6f} {summary['currency']} in {summary['requests']} requests",
+            f"{money(summary['cost'], summary['currency'])} in {summary['requests']} requests",
         ),
-        ("skipped", f"{summary['skipped']} {summary['skipped_reasons'] or ''}"),
+        ("free replays", f"{summary['free_images']} images (bought before under this key)"),
+        ("skipped", counted(summary["skipped"], summary["skipped_reasons"])),
         ("pending requests", str(summary["pending_requests"])),
     ]:
         table.add_row(name, value)
+    if summary["unrecovered_images"]:
+        table.add_row(
+            "possibly paid, not recovered",
+            f"{summary['unrecovered_images']} images, {money(summary['unrecovered_cost'], summary['currency'])} "
+            "(in the paid figures above)",
+        )
     vendor = summary["vendor"]
     if "error" in vendor:
         table.add_row("vendor", f"not reconciled: {vendor['error']}")
@@ -71,7 +89,7 @@ def info(
         table.add_row(
             "vendor (this key)",
             f"{vendor['images']} images, {vendor['texts']} texts, spent "
-            f"{vendor['spent']:.6f}, balance {vendor['balance']:.6f}",
+            f"{money(vendor['spent'], vendor['currency'])}, balance {money(vendor['balance'], vendor['currency'])}",
         )
     console.print(table)
 
@@ -90,14 +108,17 @@ def _vendor_usage(url: str | None, key_file: Path | None, recorded: str | None) 
         return {"error": str(e)}
 
 
-@cache_app.command("verify")
+@cache_app.command("verify", cls=Command)
 @reports_errors
-def verify(path: CacheArg = DEFAULT_CACHE, json_out: Json = False) -> None:
-    """Check that every item has a finite, unit-norm embedding of the recorded dim and that every paid image is
-    present. Exits 0 only when the cache is whole; otherwise lists the problems and exits 1."""
+def verify(path: CacheAlias = None, cache: CacheDir = DEFAULT_CACHE, json_out: Json = False) -> None:
+    """Check that a cache is whole; exit 1 listing every problem if not.
+
+    Every embedding matches its checksum, is finite, unit-norm and of the recorded dim; every paid image is
+    present; nothing is left pending."""
+    path = one_cache(path, cache)
     try:
-        with EmbeddingCache.open(path) as cache:
-            problems = verify_cache(cache)
+        with EmbeddingCache.open(path) as store:
+            problems = verify_cache(store)
     except Exception as e:  # an unreadable or corrupted LMDB file is a verification failure too
         problems = [f"cannot read the cache: {type(e).__name__}: {e}"]
     if json_out:
@@ -111,29 +132,35 @@ def verify(path: CacheArg = DEFAULT_CACHE, json_out: Json = False) -> None:
     raise typer.Exit(exit_codes.ERROR if problems else exit_codes.OK)
 
 
-@cache_app.command("upgrade")
+@cache_app.command("upgrade", cls=Command)
 @reports_errors
-def upgrade(path: CacheArg = DEFAULT_CACHE) -> None:
-    """Bring a cache written by an older vl2v to this version's format, in place, keeping every embedding."""
-    with EmbeddingCache.open(path, write=True) as cache:
-        counts = cache.counts()
+def upgrade(path: CacheAlias = None, cache: CacheDir = DEFAULT_CACHE) -> None:
+    """Rewrite a cache of an older vl2v in this version's format, in place.
+
+    Every embedding is kept, bit for bit."""
+    path = one_cache(path, cache)
+    with EmbeddingCache.open(path, write=True) as store:
+        counts = store.counts()
     typer.echo(f"ok: {path} is cache schema v{SCHEMA_VERSION} ({counts['image']} images, {counts['text']} texts)")
 
 
-@cache_app.command("export")
+@cache_app.command("export", cls=Command)
 @reports_errors
 def export(
-    path: CacheArg = DEFAULT_CACHE,
-    out: Annotated[Path, typer.Option(help="file to write")] = Path("cache.npz"),
-    format: Annotated[str, typer.Option(help=f"one of {list(FORMATS)}")] = "npz",
-    overwrite: Annotated[bool, typer.Option(help="replace --out if it exists")] = False,
+    path: CacheAlias = None,
+    cache: CacheDir = DEFAULT_CACHE,
+    out: Annotated[Path, typer.Option(metavar="FILE", help="file to write")] = Path("cache.npz"),
+    format: Annotated[str, typer.Option(help=choices(FORMATS))] = "npz",
+    overwrite: Annotated[bool, flag("overwrite", "replace --out if it exists")] = False,
     json_out: Json = False,
 ) -> None:
-    """Write the cache as plain arrays (embeddings, paths, domains, labels, prompts, text embeddings)."""
+    """Write a cache as plain arrays, for users who want no LMDB.
+
+    Embeddings, paths, domains, labels, prompts and text embeddings, written atomically."""
     if format not in FORMATS:
         raise ValueError(f"--format {format!r} is not one of {list(FORMATS)}")
-    with EmbeddingCache.open(path) as cache:
-        written = export_npz(cache, out, overwrite=overwrite)
+    with EmbeddingCache.open(one_cache(path, cache)) as store:
+        written = export_npz(store, out, overwrite=overwrite)
     typer.echo(
         json.dumps(written)
         if json_out

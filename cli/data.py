@@ -11,26 +11,30 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from cache.datasets import REGISTRY
 from cache.download import Limits, download_dataset
 
-from .errors import reports_errors, stderr
-from .options import DEFAULT_DATA, DataDir, Json
+from .errors import reports_errors, say, stderr
+from .help import CONTEXT, Command, Group
+from .options import DEFAULT_DATA, DataDir, Json, choices
 
-data_app = typer.Typer(help="Get the benchmark datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Get the benchmark datasets.", no_args_is_help=True, rich_markup_mode=None, cls=Group, context_settings=CONTEXT
+)
 
 
-@data_app.command("download")
+@data_app.command("download", cls=Command)
 @reports_errors
 def download(
-    name: Annotated[str, typer.Argument(help=f"one of {[n for n, s in REGISTRY.items() if s.archives]}")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help=choices([n for n, s in REGISTRY.items() if s.archives]))],
     data_dir: DataDir = DEFAULT_DATA,
-    mirror: Annotated[str | None, typer.Option(help="base URL serving the same archive names")] = None,
+    mirror: Annotated[str | None, typer.Option(metavar="URL", help="base URL serving the same archive names")] = None,
     max_files: Annotated[int, typer.Option(help="refuse an archive holding more files")] = Limits().max_files,
     max_gb: Annotated[
-        float, typer.Option(help="refuse an archive larger than this, downloaded or unpacked (GiB)")
+        float, typer.Option(metavar="GIB", help="refuse an archive larger than this, downloaded or unpacked")
     ] = Limits().max_bytes / 2**30,
     json_out: Json = False,
 ) -> None:
-    """Download the public archives of NAME, check and unpack them into DATA_DIR/<Folder>/<domain>/<class>/.
+    """Download a benchmark dataset in DomainBed layout.
 
+    The public archives of NAME are checked and unpacked into DATA_DIR/<Folder>/<domain>/<class>/.
     HTTPS is tried first; an archive over the size or file-count limit is refused before anything is unpacked."""
     with Progress(
         TextColumn("{task.description}"),
@@ -55,4 +59,4 @@ def download(
     counts = ", ".join(f"{d} {n}" for d, n in result["images_by_domain"].items())
     typer.echo(f"{name}: {sum(result['images_by_domain'].values())} images in {result['folder']} ({counts})")
     for warning in result["warnings"]:
-        stderr.print(f"[yellow]warning:[/yellow] {warning}")
+        say("warning:", warning, "yellow")

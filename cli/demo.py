@@ -10,33 +10,39 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from student.config import DemoConfig
 
-from .errors import reports_errors, stderr
-from .options import Json
+from .errors import reports_errors, say, stderr, stdout
+from .options import Json, Workers
+from .progress import TrainingProgress
 
 _D = DemoConfig()
 
 
 @reports_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="folder for every artifact")] = _D.out,
-    target: Annotated[str, typer.Option(help="the held-out domain")] = _D.target,
-    methods: Annotated[str, typer.Option(help="comma-separated methods to distil")] = ",".join(_D.methods),
-    student: Annotated[str, typer.Option(help="timm student, trained from scratch")] = _D.student,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="folder for every artifact")] = _D.out,
+    target: Annotated[str, typer.Option(metavar="DOMAIN", help="the held-out domain")] = _D.target,
+    methods: Annotated[str, typer.Option(metavar="NAMES", help="comma-separated methods to distil")] = ",".join(
+        _D.methods
+    ),
+    student: Annotated[str, typer.Option(metavar="NAME", help="timm student, trained from scratch")] = _D.student,
     steps: Annotated[int, typer.Option(help="training steps per stage")] = _D.steps,
-    lr: Annotated[float, typer.Option(help="learning rate of every method (students start from scratch)")] = _D.lr,
+    lr: Annotated[
+        float, typer.Option(metavar="LR", help="learning rate of every method (students start from scratch)")
+    ] = _D.lr,
     per_class: Annotated[int, typer.Option(help="images per domain and class")] = _D.per_class,
-    budget: Annotated[int | None, typer.Option(help="images to buy (default: all of them)")] = _D.budget,
-    seed: Annotated[int, typer.Option()] = _D.seed,
-    workers: Annotated[int, typer.Option(help="data-loading processes")] = _D.workers,
+    budget: Annotated[int | None, typer.Option(help="images to buy  [default: all of them]")] = _D.budget,
+    seed: Annotated[int, typer.Option(help="seed of the world's images and of the training")] = _D.seed,
+    workers: Workers = _D.workers,
     json_out: Json = False,
 ) -> None:
-    """Play vendor and client end to end: generate the world, serve the demo teacher, buy its embeddings, distil
-    students and compare them with the teacher on a held-out domain. No data, keys or internet needed."""
+    """The whole pipeline on an embedded world, offline.
+
+    Plays vendor and client end to end: generates the world, serves the demo teacher, buys its embeddings,
+    distils students and compares them with the teacher on a held-out domain. No data, keys or internet needed."""
     from student.demo import run_demo
 
     config = DemoConfig(
@@ -51,15 +57,12 @@ def demo(
         workers=workers,
     )
 
-    def say(line: str) -> None:
+    def tell(line: str) -> None:
         if not json_out:
-            stderr.print(f"[bold]demo:[/bold] {line}")
+            say("demo:", line)
 
-    def step(run: str, p) -> None:
-        if not json_out and p.source_val_acc is not None:
-            stderr.print(f"  {run} {p.stage} step {p.step}/{p.steps}: source val {100 * p.source_val_acc:.1f}%")
-
-    result = run_demo(config, on_event=say, on_progress=step)
+    with TrainingProgress("", enabled=not json_out, console=stderr) as progress:
+        result = run_demo(config, on_event=tell, on_progress=progress.update)
     if json_out:
         typer.echo(json.dumps(result))
         return
@@ -75,7 +78,7 @@ def demo(
     )
     for method, r in result["methods"].items():
         table.add_row(f"{method} ({result['student']})", f"{100 * r['id_acc']:.1f}", f"{100 * r['ood_acc']:.1f}")
-    console = Console()
+    console = stdout
     console.print(table)
     console.print(
         f"paid {result['images_paid']} images + {result['texts_paid']} prompts for "

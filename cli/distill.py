@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from student.config import DistillConfig, TrainConfig
 from student.methods import method_names
 
-from .errors import reports_errors, stderr
-from .options import DEFAULT_CACHE, CacheDir, Json
+from .errors import reports_errors, stderr, stdout
+from .options import DEFAULT_CACHE, CacheDir, Device, Json, Seed, Workers, choices, flag
+from .progress import TrainingProgress
 
 _TRAIN = TrainConfig()
 
@@ -36,32 +35,45 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 @reports_errors
 def distill_command(
     cache: CacheDir = DEFAULT_CACHE,
-    method: Annotated[str, typer.Option(help=f"one of {method_names()}")] = "adip",
-    student: Annotated[str, typer.Option(help="timm model name (sd: the teacher's open_clip name)")] = "resnet50",
+    method: Annotated[str, typer.Option(metavar="NAME", help=choices(method_names()))] = "adip",
+    student: Annotated[
+        str, typer.Option(metavar="NAME", help="timm model name (sd: the teacher's open_clip name)")
+    ] = "resnet50",
     pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = True,
-    student_weights: Annotated[str | None, typer.Option(help="student weights file (sd: open_clip checkpoint)")] = None,
-    test_domain: Annotated[list[str] | None, typer.Option(help="target domain (repeatable) or 'all'")] = None,
-    out: Annotated[Path | None, typer.Option(help="run folder (default runs/<method>)")] = None,
+    student_weights: Annotated[
+        str | None, typer.Option(metavar="FILE", help="student weights file (sd: open_clip checkpoint)")
+    ] = None,
+    test_domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DOMAIN",
+            help="held-out target domain (repeatable), or all: one run per domain  [default: all]",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(metavar="DIR", help="run folder  [default: runs/METHOD]")] = None,
     steps: Annotated[int, typer.Option(help="steps per stage")] = _TRAIN.steps,
     batch_size: Annotated[int, typer.Option(help="images per source domain per step")] = _TRAIN.batch_size,
-    lr: Annotated[float | None, typer.Option(help="learning rate (default: the method's)")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    lr: Annotated[float | None, typer.Option(metavar="LR", help="learning rate  [default: the method's]")] = None,
+    seed: Seed = 0,
     trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = 1,
     eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _TRAIN.eval_every,
-    workers: Annotated[int, typer.Option(help="data-loading processes")] = _TRAIN.workers,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    image_size: Annotated[int, typer.Option(help="student input size")] = 224,
-    data_dir: Annotated[Path | None, typer.Option(help="where the images are, if they moved since the query")] = None,
+    workers: Workers = _TRAIN.workers,
+    device: Device = "auto",
+    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = 224,
+    data_dir: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="where the images are, if they moved since the query")
+    ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="hyper-parameter override key=value (repeatable)")
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="override a hyper-parameter of the method (repeatable)"),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="continue the run in --out from its last checkpoint (same settings only)")
+        bool, flag("resume", "continue the run in --out from its last checkpoint (same settings only)")
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="replace the run already in --out")] = False,
+    overwrite: Annotated[bool, flag("overwrite", "replace the run already in --out")] = False,
     json_out: Json = False,
 ) -> None:
-    """Train a student with METHOD from the cache and report domain-generalisation accuracy (DomainBed protocol).
+    """Train and test a student from the cache alone (DomainBed protocol).
 
     Each domain splits 80% in / 20% out (seeded by trial and domain). The student trains on the cached `in`
     images of the source domains, is selected on their `out` images (ID accuracy), and is tested on the whole
@@ -88,29 +100,8 @@ def distill_command(
             steps=steps, batch_size=batch_size, eval_every=eval_every, seed=seed, device=device, workers=workers
         ),
     )
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=json_out or not stderr.is_terminal,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def show(run: str, p) -> None:
-            key = f"{run} {p.stage}"
-            if key not in tasks:
-                tasks[key] = bar.add_task(key, total=p.steps, status="")
-            loss = p.losses.get("loss")
-            status = (
-                (f"loss {loss:.4f} " if loss is not None else "")
-                + (f"val {p.source_val_acc:.3f} " if p.source_val_acc is not None else "")
-                + (f"{p.images_per_s:.0f} img/s" if p.images_per_s else "")
-            )
-            bar.update(tasks[key], completed=p.step, status=status)
-
-        summary = distill(config, on_progress=show)
+    with TrainingProgress("", enabled=not json_out, console=stderr) as progress:
+        summary = distill(config, on_progress=progress.update)
     if json_out:
         typer.echo(
             json.dumps(
@@ -129,4 +120,4 @@ def distill_command(
     for r in summary["results"]:
         table.add_row(r["test_domain"], f"{100 * r['id_acc']:.1f}", f"{100 * r['ood_acc']:.1f}", str(r["trials"]))
     table.add_row("mean", f"{100 * summary['mean']['id_acc']:.1f}", f"{100 * summary['mean']['ood_acc']:.1f}", "")
-    Console().print(table)
+    stdout.print(table)

@@ -12,6 +12,7 @@ from typing import TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from cache.client import QuotaExhausted, VendorAuthError, VendorError, VendorUnreachable
 from cache.datasets import DatasetError
@@ -22,7 +23,16 @@ from . import exit_codes
 
 F = TypeVar("F", bound=Callable)
 
-stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+# Library messages are printed as they are: no markup parsed in them (a `[...]` in a path) and no emoji
+# (`name:key:balance` would otherwise show a key symbol).
+stderr = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+stdout = Console(highlight=False, emoji=False, markup=False)
+
+
+def say(label: str, message: str, colour: str = "bold") -> None:
+    """One line on stderr: a coloured label, then the message verbatim."""
+    stderr.print(f"[{colour}]{label}[/{colour}] {escape(message)}")
+
 
 # Most specific first.
 _CODES: list[tuple[type[BaseException], int]] = [
@@ -44,7 +54,7 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def fail(message: str, code: int = exit_codes.ERROR) -> typer.Exit:
-    stderr.print(f"[red]error:[/red] {message}")
+    say("error:", message, "red")
     return typer.Exit(code)
 
 

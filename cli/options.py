@@ -12,21 +12,45 @@ from cache.client import DEFAULT_URL
 
 from .errors import fail
 
-CacheDir = Annotated[Path, typer.Option("--cache", envvar="VL2V_CACHE", help="cache folder (LMDB)")]
-CacheArg = Annotated[Path, typer.Argument(envvar="VL2V_CACHE", help="cache folder (LMDB)", show_default=True)]
+
+def flag(name: str, help: str) -> typer.models.OptionInfo:
+    """An off-by-default switch: `--name` turns it on (there is no `--no-name`)."""
+    return typer.Option(f"--{name}", help=help)
+
+
+CacheDir = Annotated[Path, typer.Option("--cache", envvar="VL2V_CACHE", metavar="DIR", help="cache folder (LMDB)")]
+# `vl2v cache info|verify|export|upgrade` also take the folder first, as earlier versions did.
+CacheAlias = Annotated[Path | None, typer.Argument(metavar="CACHE", help="the same as --cache", show_default=False)]
 DataDir = Annotated[
     Path,
-    typer.Option(envvar="VL2V_DATA_DIR", help="folder holding the dataset folder (e.g. PACS/), or that folder"),
+    typer.Option(
+        envvar="VL2V_DATA_DIR", metavar="DIR", help="folder holding the dataset folder (e.g. PACS/), or that folder"
+    ),
 ]
-TeacherUrl = Annotated[str, typer.Option(envvar="VL2V_TEACHER_URL", help="the vendor's base URL")]
+TeacherUrl = Annotated[str, typer.Option(envvar="VL2V_TEACHER_URL", metavar="URL", help="the vendor's base URL")]
 ApiKeyFile = Annotated[
-    Path | None, typer.Option(help="file holding the API key (default: the VL2V_API_KEY environment variable)")
+    Path | None,
+    typer.Option(metavar="FILE", help="file holding the API key (default: the VL2V_API_KEY environment variable)"),
 ]
-Json = Annotated[bool, typer.Option("--json", help="print exactly one JSON object on stdout")]
+Json = Annotated[bool, flag("json", "print exactly one JSON object on stdout (no progress, no table)")]
+Device = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N")]
+Workers = Annotated[int, typer.Option(help="data-loading processes (0: load in this process)")]
+Seed = Annotated[int, typer.Option(help="seed of everything random in the run (with --trials: of trial 0)")]
 
 DEFAULT_CACHE = Path("./cache")
 DEFAULT_DATA = Path("./data")
 DEFAULT_TEACHER = DEFAULT_URL
+
+
+def one_cache(alias: Path | None, option: Path) -> Path:
+    """The cache folder, given first or as --cache (or VL2V_CACHE); not two different ones."""
+    if alias is None or option in (alias, DEFAULT_CACHE):
+        return alias or option
+    raise fail(f"two cache folders given: {alias} and --cache {option}; give one")
+
+
+def choices(names: list[str] | tuple[str, ...]) -> str:
+    return "one of: " + ", ".join(names)
 
 
 def api_key(key_file: Path | None, *, required: bool = True) -> str | None:

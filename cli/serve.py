@@ -18,7 +18,10 @@ log = logging.getLogger("vl2v.cli")
 
 
 def _opt(field: str, help: str, *names: str) -> typer.models.OptionInfo:
-    """A flag backed by the Settings field of the same name: same default, same `VL2V_*` variable."""
+    """An option backed by the Settings field of the same name: same default, same `VL2V_*` variable. A switch
+    that is off by default is one flag (`--create-billing`), with no `--no-` twin."""
+    if Settings.model_fields[field].default is False:
+        names = (f"--{field.replace('_', '-')}",)
     return typer.Option(*names, envvar=f"VL2V_{field.upper()}", help=help, show_default=True)
 
 
@@ -64,6 +67,9 @@ def serve(
     body_timeout_s: Annotated[float, _opt("body_timeout_s", "seconds to receive a request body (408 after)")] = _D[
         "body_timeout_s"
     ],
+    idempotency_ttl_s: Annotated[
+        float, _opt("idempotency_ttl_s", "seconds an answer is replayed free under its Idempotency-Key")
+    ] = _D["idempotency_ttl_s"],
     max_batch: Annotated[int, _opt("max_batch", "items per model call")] = _D["max_batch"],
     batch_wait_ms: Annotated[float, _opt("batch_wait_ms", "ms a batch waits to fill")] = _D["batch_wait_ms"],
     decode_workers: Annotated[int, _opt("decode_workers", "image decoding threads")] = _D["decode_workers"],
@@ -74,26 +80,28 @@ def serve(
     Keys come from VL2V_API_KEYS="alice:sk-alice:10.0,bob:sk-bob:2.5" or --keys-file, never from a flag.
     """
     options = {k: v for k, v in locals().items() if v is not None}
-    import uvicorn
-
-    from teacher_service.app import create_app, open_billing
-    from teacher_service.encoder import resolve_source
+    from teacher_service.billing import open_billing
 
     settings = Settings(**options)
     for name in ("vl2v", "uvicorn"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
-    # Fail in one line, before serving, on anything knowable without loading the model: the weights named,
-    # the keys, the billing database, the port.
-    resolve_source(settings.model, settings.pretrained, settings.allow_random_weights)
+    # Fail in one line, before serving, on anything knowable without loading the model, cheapest first: the
+    # settings, the keys, the port, the weights named, then the billing database (the one with a side effect).
     keys = settings.load_api_keys()
-    if not keys:
-        log.warning("no API keys configured (VL2V_API_KEYS or --keys-file): every request will get 401")
     listening = _listen(settings.host, settings.port)
     try:
+        import uvicorn
+
+        from teacher_service.app import create_app
+        from teacher_service.encoder import resolve_source
+
+        resolve_source(settings.model, settings.pretrained, settings.allow_random_weights)
         store = open_billing(settings)
     except BaseException:
         listening.close()
         raise
+    if not keys:
+        log.warning("no API keys configured (VL2V_API_KEYS or --keys-file): every request will get 401")
 
     failed: list[Exception] = []
     server: uvicorn.Server | None = None

@@ -15,17 +15,20 @@ from cache.prompts import TEMPLATES
 from cache.store import EmbeddingCache
 from student.report import chart, collect, markdown
 
-from .errors import reports_errors
-from .options import DEFAULT_CACHE, CacheDir, Json
+from . import exit_codes
+from .errors import reports_errors, say
+from .options import DEFAULT_CACHE, CacheDir, Device, Json, Workers, choices
 
 
 @reports_errors
 def zeroshot(
     cache: CacheDir = DEFAULT_CACHE,
-    templates: Annotated[str, typer.Option(help=f"prompt set: one of {list(TEMPLATES)}")] = "photo",
+    templates: Annotated[str, typer.Option(metavar="SET", help=f"prompt set, {choices(list(TEMPLATES))}")] = "photo",
     json_out: Json = False,
 ) -> None:
-    """The teacher's own zero-shot accuracy per domain, from cached embeddings: no query, no cost."""
+    """The teacher's own zero-shot accuracy per domain, free.
+
+    Computed from the cached embeddings: no query is made."""
     from student.zeroshot import zeroshot_accuracy
 
     with EmbeddingCache.open(cache) as store:
@@ -40,13 +43,17 @@ def zeroshot(
 
 @reports_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="a distill run folder, or one model.safetensors")],
-    data_dir: Annotated[Path, typer.Option(help="dataset folder to evaluate on (any domains, same classes)")],
-    device: Annotated[str, typer.Option()] = "auto",
-    workers: Annotated[int, typer.Option()] = 2,
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="a distill run folder, or one model.safetensors")],
+    data_dir: Annotated[
+        Path, typer.Option(metavar="DIR", help="dataset folder to evaluate on (any domains, same classes)")
+    ],
+    device: Device = "auto",
+    workers: Workers = 2,
     json_out: Json = False,
 ) -> None:
-    """Re-evaluate saved students on every domain folder under DATA_DIR."""
+    """Test saved students on any dataset folder.
+
+    Every student in RUN is evaluated on every domain folder under --data-dir."""
     from student.evaluate import evaluate_model, find_models
 
     results = [evaluate_model(m, data_dir, device=device, workers=workers) for m in find_models(run)]
@@ -61,10 +68,12 @@ def evaluate(
 
 @reports_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="a distill run folder (its first model) or one model.safetensors")],
-    images: Annotated[list[Path], typer.Argument(help="image files")],
-    top_k: Annotated[int, typer.Option(help="classes to show per image")] = 3,
-    device: Annotated[str, typer.Option()] = "auto",
+    run: Annotated[
+        Path, typer.Argument(metavar="RUN", help="a distill run folder (its first model) or one model.safetensors")
+    ],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="image files")],
+    top_k: Annotated[int, typer.Option(metavar="K", help="classes to show per image")] = 3,
+    device: Device = "auto",
     json_out: Json = False,
 ) -> None:
     """Print the top-k classes of each image."""
@@ -74,19 +83,26 @@ def predict(
     results = predict_images(model, images, top_k=top_k, device=device)
     if json_out:
         typer.echo(json.dumps({"model": str(model), "predictions": results}))
-        return
-    for r in results:
-        typer.echo(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
+    for r in results if not json_out else []:
+        if "error" in r:
+            say("error:", f"{r['image']}: {r['error']}", "red")
+        else:
+            typer.echo(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
+    if any("error" in r for r in results):
+        raise typer.Exit(exit_codes.ERROR)
 
 
 @reports_errors
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="distill run folders")],
-    out: Annotated[Path, typer.Option(help="Markdown file to write")] = Path("report.md"),
-    chart_path: Annotated[Path, typer.Option("--chart", help="PNG chart to write")] = Path("report.png"),
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN", help="distill run folders")],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Markdown file to write")] = Path("report.md"),
+    chart_path: Annotated[Path, typer.Option("--chart", metavar="FILE", help="PNG chart to write")] = Path(
+        "report.png"
+    ),
 ) -> None:
-    """One table of methods x target domains (OOD accuracy, mean ± standard error over trials), as Markdown and a
-    PNG chart."""
+    """One table of several runs, as Markdown and a chart.
+
+    Methods x target domains: OOD accuracy, mean ± standard error over trials."""
     collected = collect(runs)
     text = markdown(collected)
     out.write_text(text)
