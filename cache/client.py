@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -32,6 +33,7 @@ from teacher_service.schema import (
 from .store import NORM_TOLERANCE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+FIRST_CONTACT_ATTEMPTS = 3  # quick tries before a vendor that never answered is called unreachable
 log = logging.getLogger("vl2v.client")
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _ITEM = re.compile(r"^input\[(\d+)\]")
@@ -108,13 +110,14 @@ class TeacherClient:
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = _checked_url(url)
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._timeout = timeout
         self._retry = retry
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._local = threading.local()
+        self._answered = False  # has the vendor answered once? Until it has, a refused connection fails fast.
 
     def model(self) -> dict:
         """The served model card (`GET /v1/models`, first entry)."""
@@ -164,24 +167,29 @@ class TeacherClient:
         """The response, after retrying what is worth retrying. `failures` collects, per failed attempt, "refused"
         (the vendor certainly did no work: 408, 409, 429) or "uncertain" (it may have: a lost connection, 5xx)."""
         failures = [] if failures is None else failures
-        last = ""
-        for attempt in range(self._retry.attempts):
+        last, attempt = "", 0
+        while attempt < self._retry.attempts:
             try:
                 response = self._session().request(method, self.url + path, timeout=self._timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                last = f"{type(e).__name__}: {e}"
+                last = _short(e)
                 failures.append("refused" if _never_connected(e) else "uncertain")
-                self._wait_to_retry(path, attempt, last, self._retry.backoff(attempt, self._rng))
+                if not self._answered and _never_connected(e):
+                    self._first_contact_failed(attempt, last)
+                else:
+                    self._wait_to_retry(path, attempt, last, self._retry.backoff(attempt, self._rng))
+                attempt += 1
                 continue
+            self._answered = True
+            attempt += 1
             if response.ok:
                 return response
             if response.status_code in _RETRY_STATUS and response.headers.get("x-should-retry") != "false":
                 failures.append("refused" if response.status_code in (408, 409, 429) else "uncertain")
                 last = f"HTTP {response.status_code}: {_message(response)}"
                 wait = _retry_after(response, self._retry.cap_s)
-                self._wait_to_retry(
-                    path, attempt, last, wait if wait is not None else self._retry.backoff(attempt, self._rng)
-                )
+                backoff = wait if wait is not None else self._retry.backoff(attempt - 1, self._rng)
+                self._wait_to_retry(path, attempt - 1, last, backoff)
                 continue
             raise _typed_error(response)
         raise VendorUnreachable(f"{self.url}{path}: gave up after {self._retry.attempts} attempts ({last})")
@@ -192,6 +200,38 @@ class TeacherClient:
                 "retrying %s in %.2fs (attempt %d of %d): %s", path, seconds, attempt + 2, self._retry.attempts, reason
             )
             self._sleep(seconds)
+
+    def _first_contact_failed(self, attempt: int, reason: str) -> None:
+        """A vendor that never answered is most likely not running: a few quick tries, then a clear error. (One
+        that has answered gets the patient retries: it is restarting, or its network is hiccuping.)"""
+        if attempt + 1 >= FIRST_CONTACT_ATTEMPTS:
+            raise VendorUnreachable(
+                f"cannot connect to {self.url} ({reason}); is the vendor running? Start one with `vl2v serve` or "
+                "`docker compose up teacher`, or point --teacher-url (VL2V_TEACHER_URL) at yours"
+            )
+        log.info("cannot connect to %s (%s); trying again in 0.5s", self.url, reason)
+        self._sleep(0.5)
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        example = url.strip().split("://")[-1] or "127.0.0.1:8000"
+        raise ValueError(f"vendor URL {url!r} needs a scheme and a host, e.g. http://{example}")
+    return url.strip().rstrip("/")
+
+
+def _short(error: requests.RequestException) -> str:
+    """A transport error in a few words ("connection refused", "timed out"), not urllib3's nested repr."""
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "the answer was cut off"
+    text = str(error)
+    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if match:
+        return match[1].strip().lower()
+    return "connection aborted" if "aborted" in text.lower() else text[:80]
 
 
 def _never_connected(error: requests.RequestException) -> bool:

@@ -236,6 +236,7 @@ def open_dataset(name: str, data_dir: Path) -> Dataset:
     present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if spec is None:
         domains, classes = tuple(present), tuple(sorted({c.name for d in present for c in _subdirs(root / d)}))
+        _check_image_folder_depth(root, domains)
         if not domains or not classes:
             raise DatasetError(f"{root}: no <domain>/<class>/<image> folders; {_layout(None)}")
         prompts = tuple(prompt_words(c) for c in classes)
@@ -257,6 +258,31 @@ def open_dataset(name: str, data_dir: Path) -> Dataset:
     if not files:
         raise DatasetError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}); {_layout(spec)}")
     return Dataset(name, root, domains, classes, prompts, anchors, files)
+
+
+def _check_image_folder_depth(root: Path, domains: tuple[str, ...]) -> None:
+    """Refuse an image folder given one level too high or too low, which would silently turn domains into
+    classes (or classes into domains)."""
+    known_domains = {d.lower() for spec in REGISTRY.values() for d in spec.domains}
+    for domain in domains:
+        classes = _subdirs(root / domain)
+        if any(_has_images(c) for c in classes) or not classes:
+            continue
+        names = [c.name for c in classes]
+        looks = "are the names of domains" if any(n.lower() in known_domains for n in names) else "hold no images"
+        raise DatasetError(
+            f"{root} looks one folder too high: the 'classes' of {domain!r} ({', '.join(names[:4])}) {looks}, only "
+            f"folders. Point --data-dir at {root / domain} (the folder whose subfolders are the domains)"
+        )
+    if domains and all(_has_images(root / d) and not _subdirs(root / d) for d in domains):
+        raise DatasetError(
+            f"{root} looks one folder too low: its subfolders ({', '.join(domains[:4])}) hold images directly, as "
+            f"classes do. Point --data-dir at {root.parent} (the folder whose subfolders are the domains)"
+        )
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
 
 
 def _find_root(spec: DatasetSpec | None, data_dir: Path) -> Path:

@@ -27,7 +27,7 @@ ANCHOR_TEMPLATE = "a {anchor} of a {name}"
 def class_prompts(template_set: str, class_name: str) -> list[str]:
     """The prompts whose normalised mean is `class_name`'s embedding under `template_set`."""
     if template_set not in TEMPLATES:
-        raise KeyError(f"unknown template set {template_set!r}; known: {sorted(TEMPLATES)}")
+        raise ValueError(f"unknown template set {template_set!r}; known: {', '.join(sorted(TEMPLATES))}")
     return [t.format(class_name) for t in TEMPLATES[template_set]]
 
 

@@ -153,6 +153,7 @@ class _Batch:
     inputs: list[dict]
     body: bytes
     resumed: bool = False  # left pending by an earlier run: any replay of it answers what that run paid
+    sent_at: float | None = None  # when an earlier run sent it
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,8 @@ class _Job:
                 prompts = request["prompts"]
                 answer = self._send(body or request_body(self.model, prompts), key, prompts)
                 self._commit_texts(prompts, key, answer, resumed=True)
+                if answer is not None and not answer.replayed and self._expired(request.get("sent_at")):
+                    self._give_up({f"{key}:expired": request}, "sent longer ago than the vendor keeps answers")
                 continue
             batch = self._resumed_batch(key, request, body)
             if batch is None:
@@ -401,13 +404,18 @@ class _Job:
         if body is not None:
             inputs = json.loads(body)["input"]
             items = [_Item(m["key"], m["path"], m["domain"], url=i["image"]) for m, i in zip(meta, inputs, strict=True)]
-            return _Batch(key, items, inputs, body, resumed=True)
+            return _Batch(key, items, inputs, body, resumed=True, sent_at=request.get("sent_at"))
         # Before schema v3 no body was kept: rebuild it from the files, if they are still what was sent.
         items = [_inspect(ImageFile(m["path"], m["domain"], -1), self.dataset.root, None, set(), True) for m in meta]
         if any(i.problem or i.key != m["key"] for i, m in zip(items, meta, strict=True)):
             return None
         inputs = [_image_input(i.url) for i in items]
         return _Batch(key, items, inputs, request_body(self.model, inputs), resumed=True)
+
+    def _expired(self, sent_at: float | None) -> bool:
+        """Whether a request sent at `sent_at` is older than the vendor keeps its answers for free replay."""
+        ttl = self.card.get("idempotency_ttl_s")
+        return sent_at is not None and ttl is not None and time.time() - sent_at > ttl
 
     def _give_up(self, requests: dict[str, dict], why: str) -> None:
         """Pending requests that cannot be recovered: each becomes an "unrecovered" ledger row at list price."""
@@ -527,10 +535,16 @@ class _Job:
         while len(self.in_flight) >= self.config.concurrency:
             self._collect(next(iter(self.in_flight)))
 
-    def _send_images(self, batch: _Batch) -> tuple[list[_Part], list[tuple[_Item, str]]]:
+    def _send_images(self, batch: _Batch) -> tuple[list[_Part], list[tuple[_Item, str]], VendorError | None]:
         """Send `batch` (on a worker thread). When the vendor blames one item, drop it and send the rest; when it
-        finds the body too large, send each half. Each new request's key derives from its content, so a run that
-        crashes half-way and re-sends the original request takes the same steps and gets free replays."""
+        finds the body too large, send each half; when the balance pays for only some of it, send those and stop.
+        Each new request's key derives from its content, so a run that crashes half-way and re-sends the original
+        request takes the same steps and gets free replays.
+
+        Returns:
+            The answered parts, the items the vendor refused, and the error that must end the run once these are
+            committed (the balance ran out), if any.
+        """
         rejected: list[tuple[_Item, str]] = []
         parts: list[_Part] = []
         todo = [(batch.items, batch.inputs, batch.body, batch.key)]
@@ -539,25 +553,45 @@ class _Job:
             if not items:
                 continue
             try:
-                parts.append(_Part(key, items, self.client.embed(body, key, count=len(items), dim=self.dim)))
-                continue
+                parts.append(self._send_part(items, inputs, body, key))
+            except QuotaExhausted as e:
+                affordable = self._affordable_images() if len(items) > 1 else 0
+                if not 0 < affordable < len(items):
+                    raise
+                log.info(
+                    "the balance pays for %d of these %d images: buying those, then stopping", affordable, len(items)
+                )
+                return (
+                    [*parts, self._send_part(*self._retry_part(items[:affordable], inputs[:affordable]))],
+                    rejected,
+                    e,
+                )
             except VendorError as e:
                 blamed = e.item if e.item is not None and e.item < len(items) else None
                 if blamed is not None and e.status in (400, 413):
                     rejected.append((items[blamed], f"rejected by the vendor: {e}"))
                     keep = [j for j in range(len(items)) if j != blamed]
+                    todo.insert(0, self._retry_part([items[j] for j in keep], [inputs[j] for j in keep]))
                 elif e.status == 413 and len(items) > 1:
                     log.info("the vendor found a %d-image request too large; sending it in halves", len(items))
                     half = len(items) // 2
-                    todo = [
+                    todo[:0] = [
                         self._retry_part(items[:half], inputs[:half]),
                         self._retry_part(items[half:], inputs[half:]),
-                    ] + todo
-                    continue
+                    ]
                 else:
                     raise
-            todo.insert(0, self._retry_part([items[j] for j in keep], [inputs[j] for j in keep]))
-        return parts, rejected
+        return parts, rejected, None
+
+    def _send_part(self, items: list[_Item], inputs: list[dict], body: bytes, key: str) -> _Part:
+        return _Part(key, items, self.client.embed(body, key, count=len(items), dim=self.dim))
+
+    def _affordable_images(self) -> int:
+        """How many images the balance still pays for, at the listed price (in nano-units: 4 x 0.0001 fits
+        0.0004 exactly)."""
+        price = round(self.card["pricing"]["per_image"] * 1e9)
+        balance = round(self.client.usage()["balance"] * 1e9)
+        return balance // price if price > 0 else 0
 
     def _retry_part(self, items: list[_Item], inputs: list[dict]) -> tuple[list[_Item], list[dict], bytes, str]:
         return items, inputs, request_body(self.model, inputs), self._idempotency_key("images", [i.key for i in items])
@@ -565,12 +599,14 @@ class _Job:
     def _collect(self, future: Future) -> None:
         batch = self.in_flight[future]
         try:
-            parts, rejected = future.result()  # an interrupt here leaves it in flight, for _drain
+            parts, rejected, ended = future.result()  # an interrupt here leaves it in flight, for _drain
         except VendorError as e:
             del self.in_flight[future]
             self._refused(e, batch.key)
             return
         del self.in_flight[future]
+        if ended is not None:
+            self._stop(ended)
         for item, reason in rejected:
             self._skip(item, reason, "vendor")
         for part in parts:
@@ -580,6 +616,11 @@ class _Job:
             self._count(row, domains=[i.domain for i in part.items])
         if batch.key not in {p.key for p in parts}:
             self.cache.drop_pending(batch.key)  # answered under other keys (or every item was rejected)
+        if parts and self._expired(batch.sent_at) and not any(p.answer.replayed for p in parts):
+            # The vendor no longer kept an answer for it: if the crashed run's request was charged, that charge
+            # is lost (this one was charged again). Counted, not assumed away.
+            lost = {"kind": "images", "items": [{"key": i.key} for i in batch.items]}
+            self._give_up({f"{batch.key}:expired": lost}, "sent longer ago than the vendor keeps answers")
 
     def _commit_texts(self, prompts: list[str], key: str, answer: Embedded | None, resumed: bool) -> None:
         if answer is None:

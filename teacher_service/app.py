@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,35 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .billing import BillingStore
+from .billing import BillingStore, open_billing
 from .errors import ApiError, invalid_body
 from .metrics import Metrics
 from .middleware import RequestContext
 from .routes import embeddings, health, models, usage
 from .runtime import EncoderFactory, ServiceState, Teacher, load_encoder
 from .schema import EmbeddingRequest
-from .settings import ConfigError, Settings
+from .settings import Settings
 
 log = logging.getLogger("vl2v.teacher")
-
-BILLING_DB = "billing.sqlite3"
-
-
-def open_billing(settings: Settings) -> BillingStore:
-    """The billing database with the configured keys active. A missing database is created only when no keys are
-    configured or `create_billing` is set (the first start), and always with a log line saying so.
-
-    Raises:
-        ConfigError: a bad key entry, a state folder that cannot be written, or a missing database not to create.
-    """
-    keys = settings.load_api_keys()
-    store = BillingStore(settings.state_dir / BILLING_DB, create=settings.create_billing or not keys)
-    try:
-        store.sync_keys(keys)
-    except sqlite3.Error as e:
-        store.close()
-        raise ConfigError(f"cannot write the billing database {store.path}: {e}") from None
-    return store
 
 
 def create_app(

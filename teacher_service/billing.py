@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BillingUnavailable, IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
-from .settings import ApiKey, ConfigError
+from .settings import ApiKey, ConfigError, Settings
 
 log = logging.getLogger("vl2v.teacher")
 
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 
 SECRET_FILE = "key-hash.secret"
+BILLING_DB = "billing.sqlite3"
 
 
 def to_nanos(amount: float) -> int:
@@ -153,9 +154,11 @@ class BillingStore:
         path: the SQLite file, inside the service's state folder.
         create: make a new, empty database if `path` does not exist. Otherwise a missing file is refused: a
             state folder mounted in the wrong place must not hand every key its starting balance again.
+        idempotency_ttl_s: how long a completed answer is kept for replay (Stripe keeps them 24 hours); after
+            that, the same key starts a new, charged request.
     """
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, idempotency_ttl_s: float = 86_400.0) -> None:
         prepare_state_dir(path.parent)
         if not path.exists():
             if not create:
@@ -179,6 +182,9 @@ class BillingStore:
         self._lock = threading.Lock()
         self._inflight: set[tuple[int, str]] = set()
         self._accounts: dict[str, Account] = {}
+        self.idempotency_ttl_s = idempotency_ttl_s
+        with self._lock:
+            self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (time.time() - idempotency_ttl_s,))
 
     def _connect(self, path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -263,9 +269,14 @@ class BillingStore:
         self.check_present()
         with self._lock:
             row = self._db.execute(
-                "SELECT body_hash, status, headers, body FROM idempotency WHERE key_id = ? AND idempotency_key = ?",
-                (account.id, idempotency_key),
+                "SELECT body_hash, status, headers, body FROM idempotency "
+                "WHERE key_id = ? AND idempotency_key = ? AND created_at >= ?",
+                (account.id, idempotency_key, time.time() - self.idempotency_ttl_s),
             ).fetchone()
+            if row is None:  # never used, or expired: an expired record makes way for the new request's
+                self._db.execute(
+                    "DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?", (account.id, idempotency_key)
+                )
             if row is None and (account.id, idempotency_key) in self._inflight:
                 raise IdempotencyConflict(
                     "a request with this Idempotency-Key is still in progress; retry later",
@@ -284,7 +295,8 @@ class BillingStore:
         """Whether a completed answer is stored under this key (a retry of it will be a free replay)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM idempotency WHERE key_id = ? AND idempotency_key = ?", (account.id, idempotency_key)
+                "SELECT 1 FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND created_at >= ?",
+                (account.id, idempotency_key, time.time() - self.idempotency_ttl_s),
             ).fetchone()
         return row is not None
 
@@ -383,3 +395,24 @@ def check_affordable(cost: int, balance: int) -> None:
     """Refuse before any work is done when the balance cannot cover the cost."""
     if balance < cost:
         raise InsufficientQuota(_quota_message(cost, balance))
+
+
+def open_billing(settings: Settings) -> BillingStore:
+    """The billing database with the configured keys active. A missing database is created only when no keys are
+    configured or `create_billing` is set (the first start), and always with a log line saying so.
+
+    Raises:
+        ConfigError: a bad key entry, a state folder that cannot be written, or a missing database not to create.
+    """
+    keys = settings.load_api_keys()
+    store = BillingStore(
+        settings.state_dir / BILLING_DB,
+        create=settings.create_billing or not keys,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+    )
+    try:
+        store.sync_keys(keys)
+    except sqlite3.Error as e:
+        store.close()
+        raise ConfigError(f"cannot write the billing database {store.path}: {e}") from None
+    return store

@@ -93,6 +93,9 @@ class ModelCard(BaseModel):
     preprocess: dict
     precision: str
     pricing: Pricing
+    idempotency_ttl_s: float | None = Field(
+        None, description="how long an answer is replayed free under its Idempotency-Key; later, it is charged anew"
+    )
 
 
 class ModelList(BaseModel):

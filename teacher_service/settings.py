@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     api_keys: str = Field("", repr=False, description="name:key:balance[,name:key:balance...]")
     keys_file: Path | None = None
 
+    idempotency_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a completed answer is kept for free replay (Stripe: 24 h); later, the key is new",
+    )
     create_billing: bool = Field(
         False,
         description="create the billing database if it is missing, although keys are configured (first start only)",

@@ -15,7 +15,7 @@ import requests
 
 from cache.inspect import verify_cache
 from cache.store import EmbeddingCache
-from teacher_service.app import BILLING_DB
+from teacher_service.billing import BILLING_DB
 from teacher_service.runtime import EncoderFactory, load_encoder
 
 

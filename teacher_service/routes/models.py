@@ -30,5 +30,6 @@ def list_models(state: StateDep, teacher: TeacherDep, _: AccountDep) -> ModelLis
             per_1k_tokens=settings.price_per_1k_tokens,
             currency=settings.currency,
         ),
+        idempotency_ttl_s=settings.idempotency_ttl_s,
     )
     return ModelList(data=[card])

@@ -92,9 +92,19 @@ def test_429_and_5xx_are_retried_honouring_retry_after_with_the_same_idempotency
     assert vendor.calls == ["key-1"] * 4
 
 
-def test_connection_failures_give_up_as_unreachable(sleeps):
-    client = TeacherClient("http://127.0.0.1:9", "sk", retry=RetryPolicy(attempts=3, base_s=0.01), sleep=sleeps.append)
-    with pytest.raises(VendorUnreachable, match="gave up after 3 attempts"):
+def test_a_vendor_that_never_answered_fails_fast_and_one_that_did_gets_patient_retries(sleeps):
+    client = TeacherClient("http://127.0.0.1:9", "sk", retry=RetryPolicy(attempts=8, base_s=0.01), sleep=sleeps.append)
+    with pytest.raises(VendorUnreachable, match="cannot connect to http://127.0.0.1:9 .connection refused.; is the"):
+        client.embed(request_body("m", ["a"]), "k", count=1, dim=2)
+    assert sleeps == [0.5, 0.5], "three quick tries, not eight patient ones"
+
+    sleeps.clear()
+    vendor = Scripted([])
+    client = TeacherClient(vendor.url, "sk", retry=RetryPolicy(attempts=3, base_s=0.01), sleep=sleeps.append)
+    client.embed(request_body("m", ["a"]), "k", count=1, dim=2)  # it answers once...
+    vendor.server.shutdown()
+    vendor.server.server_close()  # ...then goes away: perhaps restarting
+    with pytest.raises(VendorUnreachable, match="gave up after 3 attempts .connection refused."):
         client.embed(request_body("m", ["a"]), "k", count=1, dim=2)
     assert len(sleeps) == 2, "a wait between attempts, none after the last"
 

@@ -101,3 +101,21 @@ def test_malformed_folders_name_the_expected_layout_and_source(tmp_path, setup, 
 def test_unknown_dataset_lists_the_choices(tmp_path):
     with pytest.raises(DatasetError, match="choose one of .*'officehome'.*'imagefolder'"):
         open_dataset("office-home", tmp_path)
+
+
+def test_an_image_folder_one_level_too_high_or_too_low_is_refused_with_the_fix(pacs_mini, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "PACS").symlink_to(pacs_mini)
+    with pytest.raises(DatasetError, match="looks one folder too high") as raised:
+        open_dataset("imagefolder", tmp_path / "data")
+    assert "are the names of domains" in str(
+        raised.value
+    ) and f"Point --data-dir at {tmp_path / 'data' / 'PACS'}" in str(raised.value)
+    nameless = tmp_path / "mine" / "studio" / "set_a" / "cats"  # classes holding folders, not images
+    nameless.mkdir(parents=True)
+    shutil.copy(next((pacs_mini / "photo" / "dog").glob("*.jpg")), nameless / "a.jpg")
+    with pytest.raises(DatasetError, match="hold no images, only folders"):
+        open_dataset("imagefolder", tmp_path / "mine")
+    with pytest.raises(DatasetError, match=f"looks one folder too low.*Point --data-dir at {pacs_mini}"):
+        open_dataset("imagefolder", pacs_mini / "photo")
+    assert open_dataset("imagefolder", pacs_mini).domains == ("art_painting", "cartoon", "photo", "sketch")

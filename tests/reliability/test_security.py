@@ -8,7 +8,7 @@ import logging
 import pytest
 import requests
 
-from teacher_service.app import BILLING_DB
+from teacher_service.billing import BILLING_DB
 
 from ..conftest import run_service
 from ..teacher_service.test_api_contract import embed, image

@@ -13,8 +13,7 @@ import stat
 import numpy as np
 import pytest
 
-from teacher_service.app import BILLING_DB, open_billing
-from teacher_service.billing import SECRET_FILE, BillingMissing
+from teacher_service.billing import BILLING_DB, SECRET_FILE, BillingMissing, open_billing
 from teacher_service.schema import encode_vector
 
 from ..conftest import run_service
