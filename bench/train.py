@@ -24,7 +24,7 @@ from cache.client import TeacherClient
 from cache.datasets import open_dataset
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
-from student.data import make_splits, train_loader, train_transform
+from student.data import Normalize, make_splits, train_loader, train_transform
 from student.knowledge import TeacherKnowledge
 from student.methods import get_method
 from student.methods.base import Context
@@ -66,14 +66,15 @@ def real(args, knowledge, splits, method, optimizer) -> float:
         workers=args.workers,
     )
     rows = torch.tensor([knowledge.index[s.key] for s in flat])
-    labels = torch.tensor([s.label for s in flat])
+    normalize = Normalize()
     method.train()
     done, started = 0, None
-    for i, (images, _, picks) in enumerate(loader):
+    for i, loaded in enumerate(loader):
         if i == args.warmup:
             started = time.perf_counter()
-        step(method, optimizer, images, labels[picks], knowledge.image_embeddings[rows[picks]])
-        done += len(picks) if i >= args.warmup else 0
+        images = normalize(loaded.images)
+        step(method, optimizer, images, loaded.labels, knowledge.image_embeddings[rows[loaded.indices]])
+        done += len(loaded.indices) if i >= args.warmup else 0
     return done / (time.perf_counter() - started)
 
 

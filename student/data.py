@@ -77,26 +77,44 @@ def make_splits(dataset: DomainDataset, keys_by_path: dict[str, str], test_domai
     )
 
 
-def train_transform(size: int, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> T.Compose:
-    """The papers' augmentation: RandomResizedCrop(scale 0.7-1), flip, ColorJitter(0.3 x4), grayscale 10%."""
+def train_transform(size: int) -> T.Compose:
+    """The papers' augmentation: RandomResizedCrop(scale 0.7-1), flip, ColorJitter(0.3 x4), grayscale 10%.
+    Gives uint8 (3, size, size): a quarter of float32's bytes through the workers' queues; `Normalize` the batch."""
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=(0.7, 1.0)),
             T.RandomHorizontalFlip(),
             T.ColorJitter(0.3, 0.3, 0.3, 0.3),
             T.RandomGrayscale(0.1),
-            T.ToTensor(),
-            T.Normalize(mean, std),
+            T.PILToTensor(),
         ]
     )
 
 
-def eval_transform(size: int, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> T.Compose:
-    return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+def eval_transform(size: int) -> T.Compose:
+    """Resize to (size, size); uint8 (3, size, size), as `train_transform`."""
+    return T.Compose([T.Resize((size, size)), T.PILToTensor()])
+
+
+class Normalize:
+    """uint8 (B, 3, H, W) -> float32 (x / 255 - mean) / std, on the batch's device: the same numbers, in the same
+    order of operations, as torchvision's ToTensor followed by Normalize."""
+
+    def __init__(self, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.float().div_(255)
+        return (pixels - self.mean.to(pixels.device)) / self.std.to(pixels.device)
 
 
 class ImageFiles(Dataset):
-    """Images read from disk. An index is `i` or `(i, seed)`; a seed makes the augmentation reproducible."""
+    """Images read from disk. An index is `i` or `(i, seed)`; a seed makes the augmentation reproducible.
+
+    A file that cannot be read gives `None` instead of a tensor: the batch goes on without it (`readable_batch`)
+    and the caller counts and names it, rather than a worker's traceback ending the run.
+    """
 
     def __init__(self, root: Path, samples: list[Sample], transform: T.Compose) -> None:
         self.root, self.samples, self.transform = root, samples, transform
@@ -104,15 +122,39 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor | None, int, int]:
         i, seed = index if isinstance(index, tuple) else (index, None)
         sample = self.samples[i]
-        with Image.open(self.root / sample.path) as image:
-            image = to_rgb(image)  # the pixels the teacher saw: the wire protocol's reading of the file
+        try:
+            with Image.open(self.root / sample.path) as image:
+                image = to_rgb(image)  # the pixels the teacher saw: the wire protocol's reading of the file
+        except Exception:  # noqa: BLE001 (any decoder failure: a truncated, corrupt or unreadable file)
+            return None, sample.label, i
         if seed is not None:
             torch.manual_seed(seed)  # torchvision draws its random parameters from torch's global generator
             random.seed(seed)
         return self.transform(image), sample.label, i
+
+
+@dataclass
+class LoadedBatch:
+    """A batch as loaded: the readable images, their labels and sample indices, and the unreadable indices."""
+
+    images: torch.Tensor | None  # (B, 3, H, W); None when no image of the batch could be read
+    labels: torch.Tensor
+    indices: torch.Tensor
+    unreadable: list[int]
+
+
+def readable_batch(items: list[tuple[torch.Tensor | None, int, int]]) -> LoadedBatch:
+    """Collate the images that could be read; list the indices of those that could not."""
+    kept = [item for item in items if item[0] is not None]
+    return LoadedBatch(
+        images=torch.stack([image for image, _, _ in kept]) if kept else None,
+        labels=torch.tensor([label for _, label, _ in kept], dtype=torch.long),
+        indices=torch.tensor([i for _, _, i in kept], dtype=torch.long),
+        unreadable=[i for image, _, i in items if image is None],
+    )
 
 
 class StepBatches(Sampler):
@@ -163,6 +205,7 @@ def train_loader(
     loader = DataLoader(
         ImageFiles(root, flat, transform),
         batch_sampler=sampler,
+        collate_fn=readable_batch,
         num_workers=workers,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
@@ -176,6 +219,7 @@ def eval_loader(root: Path, samples: list[Sample], transform: T.Compose, batch_s
         ImageFiles(root, samples, transform),
         batch_size=batch_size,
         shuffle=False,
+        collate_fn=readable_batch,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
     )

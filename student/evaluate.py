@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -11,8 +12,10 @@ from cache.datasets import DatasetError, open_dataset
 from teacher_service.imaging import to_rgb
 
 from .checkpoint import MODEL_FILE, load_student
-from .data import Sample, eval_loader, eval_transform
+from .data import Normalize, Sample, eval_loader, eval_transform
 from .trainer import resolve_device
+
+log = logging.getLogger("vl2v.evaluate")
 
 
 def find_models(run: Path) -> list[Path]:
@@ -41,20 +44,30 @@ def evaluate_model(
     unknown = sorted(set(dataset.classes) - set(label_of))
     if unknown:
         raise DatasetError(f"{data_dir}: classes {unknown[:5]} are not among the student's {meta['classes'][:5]}...")
-    transform = eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]))
-    accuracy = {}
+    transform, normalize = eval_transform(meta["image_size"]), Normalize(tuple(meta["mean"]), tuple(meta["std"]))
+    accuracy, counts, unreadable = {}, {}, []
     for domain in dataset.domains:
         samples = [
             Sample(f.path, label_of[dataset.classes[f.label]], 0, None) for f in dataset.files if f.domain == domain
         ]
-        correct = 0
-        for images, labels, _ in eval_loader(dataset.root, samples, transform, batch_size, workers):
-            correct += int((method.predict(images.to(target)).argmax(1).cpu() == labels).sum())
-        accuracy[domain] = correct / len(samples)
+        correct = total = 0
+        for loaded in eval_loader(dataset.root, samples, transform, batch_size, workers):
+            unreadable += [samples[i].path for i in loaded.unreadable]
+            if loaded.images is not None:
+                logits = method.predict(normalize(loaded.images.to(target)))
+                correct += int((logits.argmax(1).cpu() == loaded.labels).sum())
+                total += len(loaded.labels)
+        accuracy[domain], counts[domain] = correct / max(total, 1), total
+    if unreadable:
+        log.warning(
+            "%d image(s) cannot be read and were left out (e.g. %s)", len(unreadable), ", ".join(unreadable[:3])
+        )
     return {
         "model": str(model_path),
         "data_dir": str(dataset.root),
         "accuracy": accuracy,
+        "images": counts,
+        "unreadable": {"count": len(unreadable), "examples": unreadable[:5]},
         "mean": sum(accuracy.values()) / len(accuracy),
     }
 
@@ -63,11 +76,15 @@ def evaluate_model(
 def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, device: str = "auto") -> list[dict]:
     target = resolve_device(device)
     method, meta = load_student(model_path, str(target))
-    transform = eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]))
+    transform, normalize = eval_transform(meta["image_size"]), Normalize(tuple(meta["mean"]), tuple(meta["std"]))
     out = []
     for path in images:
-        with Image.open(path) as image:
-            pixels = transform(to_rgb(image))[None].to(target)
+        try:
+            with Image.open(path) as image:
+                pixels = normalize(transform(to_rgb(image))[None].to(target))
+        except Exception as e:  # noqa: BLE001 (one unreadable file must not cost the others their answer)
+            out.append({"image": str(path), "error": f"cannot read it ({type(e).__name__}: {e})"})
+            continue
         probs = method.predict(pixels).float().softmax(-1)[0].cpu()
         values, indices = probs.topk(min(top_k, len(probs)))
         out.append(

@@ -29,25 +29,35 @@ def collect(runs: list[Path]) -> dict:
 
 
 def _cell(values: list[float]) -> str:
+    """mean ± standard error over trials; with one trial there is no error to show, and it says n=1."""
     if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    err = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * err:.1f}"
+        return "–"
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1f} (n=1)"
+    return f"{mean:.1f} ± {100 * statistics.stdev(values) / len(values) ** 0.5:.1f} (n={len(values)})"
 
 
 def markdown(collected: dict) -> str:
+    """The table, with a note wherever a method's mean is over fewer target domains than the table shows."""
     domains, table = collected["domains"], collected["table"]
     lines = ["| method | " + " | ".join(domains) + " | mean OOD | ID (source val) |", "|---" * (len(domains) + 3) + "|"]
+    notes = []
     for method, per_domain in table.items():
-        means = [statistics.fmean(per_domain[d]) for d in domains if d in per_domain]
-        mean = f"{100 * statistics.fmean(means):.1f}" if means else "-"
-        lines.append(
-            f"| {method} | "
-            + " | ".join(_cell(per_domain.get(d, [])) for d in domains)
-            + f" | {mean} | {_cell(collected['id'][method])} |"
-        )
-    return "\n".join(lines) + "\n\nOOD: accuracy (%) on the whole target domain, mean ± standard error over trials.\n"
+        covered = [d for d in domains if d in per_domain]
+        means = [statistics.fmean(per_domain[d]) for d in covered]
+        mean = f"{100 * statistics.fmean(means):.1f}" if means else "–"
+        if covered and len(covered) < len(domains):
+            notes.append(f"{method}'s mean OOD is over {', '.join(covered)} only")
+            mean += f" [{len(notes)}]"
+        cells = " | ".join(_cell(per_domain.get(d, [])) for d in domains)
+        lines.append(f"| {method} | {cells} | {mean} | {_cell(collected['id'][method])} |")
+    text = (
+        "\n".join(lines) + "\n\nOOD: accuracy (%) on the whole target domain; mean ± standard error over trials (n).\n"
+    )
+    return text + "".join(
+        f"[{i}] {note}; the means of the rows are not comparable.\n" for i, note in enumerate(notes, 1)
+    )
 
 
 def chart(collected: dict, path: Path) -> None:

@@ -196,8 +196,8 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         "hparams": asdict(hparams),
     }
     transforms = (
-        train_transform(backbone.image_size, backbone.mean, backbone.std),
-        eval_transform(backbone.image_size, backbone.mean, backbone.std),
+        train_transform(backbone.image_size),
+        eval_transform(backbone.image_size),
     )
     trainer = Trainer(
         method,
@@ -208,7 +208,7 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         train,
         run_dir,
         record_base,
-        on_progress=lambda p: on_progress(f"{target}/trial_{trial}", p),
+        on_progress=lambda p: on_progress(f"{config.method} {target}/trial_{trial}", p),
     )
     final = trainer.fit(resume=config.resume)
     save_student(
@@ -232,6 +232,7 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         "id_acc": final["source_val_acc"],
         "ood_acc": final["target_acc"],
         "trained_on": coverage,
+        "unreadable": {"count": len(trainer.unreadable), "examples": sorted(trainer.unreadable)[:5]},
         "averaging": final.get("averaging", {}),
         "run_dir": str(run_dir),
     }

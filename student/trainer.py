@@ -6,10 +6,12 @@ Methods only define their loss and their stages; everything here is the same for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,23 +21,38 @@ from torch import Tensor
 
 from .averaging import AVERAGING, NoAveraging, State, apply_average
 from .config import TrainConfig
-from .data import Splits, eval_loader, train_loader
+from .data import LoadedBatch, Normalize, Sample, Splits, eval_loader, train_loader
 from .knowledge import TeacherKnowledge
 from .methods.base import Method, Stage
 
+log = logging.getLogger("vl2v.distill")
+
 CHECKPOINT = "checkpoint.pt"
+EVAL_CACHE_BYTES = 2 << 30  # decoded evaluation images kept in memory (uint8) up to this size
 RESULTS = "results.jsonl"
 
 
 @dataclass
 class Progress:
+    """Where a run is, for a live display: what it does, how fast, and what it last measured.
+
+    `event` is "step" (a training step ended), "evaluating" (an evaluation is under way: `evaluated` says how
+    far), or "evaluated" (an evaluation ended: `source_val_acc` is new). The final model's evaluation has stage
+    "final" and `step` = `steps`.
+    """
+
     stage: str
-    step: int
-    steps: int
+    stage_index: int  # 1-based
+    stages: int
+    step: int  # steps done in this stage
+    steps: int  # steps per stage
     losses: dict[str, float]
-    source_val_acc: float | None
+    source_val_acc: float | None  # of the latest evaluation
     images_per_s: float
-    eta_s: float
+    eta_s: float | None  # the whole run
+    event: str = "step"
+    evaluated: tuple[int, int] | None = None  # (images, total) during an evaluation
+    target_acc: float | None = None  # the final model's
 
 
 class TrainingDiverged(ValueError):
@@ -75,15 +92,13 @@ class Trainer:
         self.method, self.knowledge, self.splits, self.root = method, knowledge, splits, root
         self.train_transform, self.eval_transform = transforms
         self.config, self.run_dir, self.record_base, self.on_progress = config, run_dir, record_base, on_progress
+        self.unreadable: set[str] = set()  # files no loader could read, by path
+        self._where = Progress("", 0, len(method.stages()), 0, config.steps, {}, None, 0.0, None)
         self.device = resolve_device(config.device)
-        self.method.to(self.device)
-        if self.device.type == "cuda":
-            self.method.to(memory_format=torch.channels_last)
-        self.eval_loaders = {
-            (d, part): eval_loader(root, samples, self.eval_transform, config.eval_batch_size, config.workers)
-            for d, (inside, outside) in splits.splits.items()
-            for part, samples in (("in", inside), ("out", outside))
-        }
+        # Channels-last convolutions: faster on GPUs and on CPUs too (here: training +6%, evaluation +40%).
+        self.method.to(self.device, memory_format=torch.channels_last)
+        self.normalize = Normalize(method.backbone.mean, method.backbone.std)
+        self.evaluation = EvaluationSet(splits, root, self.eval_transform, config)
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
@@ -104,8 +119,8 @@ class Trainer:
                 index, stages[index], start_step if index == start_stage else 0, saved if index == start_stage else None
             )
             saved = None
-        final = self._record("final", self.config.steps * len(stages), {}, final=True)
-        return final
+        self._where.stage, self._where.step = "final", self.config.steps
+        return self._record("final", self.config.steps * len(stages), {}, final=True)
 
     def _run_stage(self, index: int, stage: Stage, start: int, saved: dict | None) -> None:
         trainable = {id(p) for group in stage.param_groups for p in group["params"]}
@@ -130,14 +145,17 @@ class Trainer:
             workers=self.config.workers,
         )
         rows = torch.tensor([self.knowledge.index[s.key] for s in flat])
-        labels = torch.tensor([s.label for s in flat])
         scaler, autocast = self._amp()
-        started, losses = time.perf_counter(), {}
+        started, losses, seen = time.perf_counter(), {}, 0
+        self._where.stage, self._where.stage_index = stage.name, index + 1
         self.method.train()
-        for step, (images, _, picks) in enumerate(loader, start=start):
+        for step, loaded in enumerate(loader, start=start):
+            self._note_unreadable(flat, loaded.unreadable)
+            if loaded.images is None:
+                continue  # not one image of this step could be read: it trains nothing
             self._set_lr(optimizer, step)
             torch.manual_seed(self._seed(index) * 1_000_003 + step)  # dropout etc.: a function of the step
-            batch = self._batch(images, labels[picks], rows[picks], step)
+            batch = self._batch(loaded.images, loaded.labels, rows[loaded.indices], step)
             with autocast():
                 parts = self.method.loss(batch)
             if not torch.isfinite(parts["loss"]):
@@ -148,7 +166,16 @@ class Trainer:
             scaler.update()
             averager.after_step(self.method, step)
             losses = {k: float(v.detach()) for k, v in parts.items()}
-            done = step + 1
+            done, seen = step + 1, seen + len(loaded.indices)
+            elapsed = time.perf_counter() - started
+            left = self.config.steps - done + self.config.steps * (len(self.method.stages()) - index - 1)
+            self._report(
+                "step",
+                step=done,
+                losses=losses,
+                images_per_s=seen / max(elapsed, 1e-9),
+                eta_s=elapsed / (done - start) * left,
+            )
             if done % self.config.eval_every == 0 or done == self.config.steps:
                 record = self._record(stage.name, done, losses)
                 averager.after_eval(self.method, done, record["source_val_loss"])
@@ -156,19 +183,6 @@ class Trainer:
                     best = (record["source_val_acc"], _copy_params(self.method))
                 self._checkpoint(index, done, optimizer, averager, best)
                 self.method.train()
-            elapsed = time.perf_counter() - started
-            rate = (done - start) * len(picks) / max(elapsed, 1e-9)
-            self.on_progress(
-                Progress(
-                    stage.name,
-                    done,
-                    self.config.steps,
-                    losses,
-                    None,
-                    rate,
-                    elapsed / max(done - start, 1) * (self.config.steps - done),
-                )
-            )
         if stage.restore_best and best[1] is not None:
             apply_average(self.method, best[1])
         elif not isinstance(averager, NoAveraging):
@@ -176,11 +190,27 @@ class Trainer:
         self.averaging_summary = averager.summary()
         self._checkpoint(index + 1, 0, None, None, (-math.inf, None))
 
+    def _report(self, event: str, **changes: object) -> None:
+        for name, value in changes.items():
+            setattr(self._where, name, value)
+        self._where.event = event
+        self.on_progress(dataclasses.replace(self._where))
+
+    def _note_unreadable(self, samples: list[Sample], indices: list[int]) -> None:
+        new = {samples[i].path for i in indices} - self.unreadable
+        if new:
+            self.unreadable |= new
+            log.warning(
+                "%d image(s) cannot be read and are left out (%d so far, e.g. %s)",
+                len(new),
+                len(self.unreadable),
+                ", ".join(sorted(new)[:3]),
+            )
+
     def _batch(self, images: Tensor, labels: Tensor, rows: Tensor, step: int) -> dict[str, Tensor]:
         non_blocking = self.device.type == "cuda"
-        images = images.to(self.device, non_blocking=non_blocking)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.normalize(images.to(self.device, non_blocking=non_blocking))
+        images = images.contiguous(memory_format=torch.channels_last)
         return {
             "images": images,
             "labels": labels.to(self.device, non_blocking=non_blocking),
@@ -221,22 +251,33 @@ class Trainer:
     def evaluate(self) -> dict:
         """Accuracy of every domain's in and out split; loss and accuracy on the source `out` splits."""
         self.method.eval()
-        out: dict = {}
-        val_loss, val_count = 0.0, 0
         _, autocast = self._amp()
-        for (d, part), loader in self.eval_loaders.items():
-            correct = total = 0
-            for images, labels, _ in loader:
-                images, labels = images.to(self.device), labels.to(self.device)
-                with autocast():
-                    logits = self.method.predict(images).float()
-                correct += int((logits.argmax(1) == labels).sum())
-                total += len(labels)
-                if part == "out" and d != self.splits.test_domain:
-                    val_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-                    val_count += len(labels)
-            out[f"env{d}_{part}_acc"] = correct / max(total, 1)
-            out[f"env{d}_{part}_count"] = total
+        correct = torch.zeros(len(self.evaluation.groups), dtype=torch.long)
+        counted = torch.zeros_like(correct)
+        val_loss, val_count = 0.0, 0
+        done, total = 0, len(self.evaluation.samples)
+        for loaded in self.evaluation.batches():
+            self._note_unreadable(self.evaluation.samples, loaded.unreadable)
+            done += len(loaded.indices) + len(loaded.unreadable)
+            self._report("evaluating", evaluated=(done, total))
+            if loaded.images is None:
+                continue
+            images = self.normalize(loaded.images.to(self.device)).contiguous(memory_format=torch.channels_last)
+            labels = loaded.labels.to(self.device)
+            with autocast():
+                logits = self.method.predict(images).float()
+            groups = self.evaluation.group_of[loaded.indices]
+            hits = (logits.argmax(1) == labels).cpu().long()
+            correct.index_add_(0, groups, hits)
+            counted.index_add_(0, groups, torch.ones_like(hits))
+            validation = self.evaluation.is_validation[loaded.indices].to(self.device)
+            if validation.any():
+                val_loss += float(F.cross_entropy(logits[validation], labels[validation], reduction="sum"))
+                val_count += int(validation.sum())
+        out: dict = {}
+        for g, (d, part) in enumerate(self.evaluation.groups):
+            out[f"env{d}_{part}_acc"] = int(correct[g]) / max(int(counted[g]), 1)
+            out[f"env{d}_{part}_count"] = int(counted[g])
         sources = self.splits.sources
         out["source_val_acc"] = sum(out[f"env{d}_out_acc"] for d in sources) / len(sources)
         out["source_val_loss"] = val_loss / max(val_count, 1)
@@ -260,7 +301,12 @@ class Trainer:
             record["averaging"] = getattr(self, "averaging_summary", {})
         with (self.run_dir / RESULTS).open("a") as f:
             f.write(json.dumps(record) + "\n")
-        self.on_progress(Progress(stage, step, self.config.steps, losses, record["source_val_acc"], 0.0, 0.0))
+        self._report(
+            "evaluated",
+            evaluated=None,
+            source_val_acc=record["source_val_acc"],
+            target_acc=record["target_acc"] if final else None,
+        )
         return record
 
     def _checkpoint(self, stage: int, step: int, optimizer, averager, best) -> None:
@@ -277,6 +323,38 @@ class Trainer:
         partial = self.run_dir / (CHECKPOINT + ".part")
         torch.save(state, partial)
         partial.replace(self.run_dir / CHECKPOINT)  # atomic: a kill never leaves half a checkpoint
+
+
+class EvaluationSet:
+    """Every domain's `in` and `out` images, read once: decoded uint8 pixels are kept in memory between
+    evaluations when they fit in `EVAL_CACHE_BYTES` (evaluation then costs only the model), else re-read."""
+
+    def __init__(self, splits: Splits, root: Path, transform, config: TrainConfig) -> None:
+        self.groups = [(d, part) for d in splits.splits for part in ("in", "out")]
+        self.samples: list[Sample] = []
+        group_of, validation = [], []
+        for g, (d, part) in enumerate(self.groups):
+            members = splits.splits[d][0 if part == "in" else 1]
+            self.samples += members
+            group_of += [g] * len(members)
+            validation += [part == "out" and d != splits.test_domain] * len(members)
+        self.group_of = torch.tensor(group_of, dtype=torch.long)
+        self.is_validation = torch.tensor(validation, dtype=torch.bool)
+        self._loader = eval_loader(root, self.samples, transform, config.eval_batch_size, config.workers)
+        self._kept: list[LoadedBatch] | None = None
+
+    def batches(self) -> Iterator[LoadedBatch]:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        kept, size = [], 0
+        for loaded in self._loader:
+            size += loaded.images.numel() if loaded.images is not None else 0
+            if kept is not None:
+                kept.append(loaded)
+                kept = kept if size <= EVAL_CACHE_BYTES else None
+            yield loaded
+        self._kept = kept
 
 
 def _averager(kind: str, h) -> object:

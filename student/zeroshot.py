@@ -17,6 +17,8 @@ def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> dic
     """{"accuracy": {domain: acc}, "images": {domain: n}, "mean": ...}; no query is made."""
     knowledge = TeacherKnowledge.from_cache(cache)
     classes = knowledge.class_embeddings(template_set)
+    if not knowledge.index:
+        raise ValueError(f"{cache.path} holds no image embeddings yet; buy some with `vl2v query`")
     raw_classes = list(cache.dataset["classes"])
     label = {name: i for i, name in enumerate(raw_classes)}
     rows: dict[str, list[tuple[int, int]]] = defaultdict(list)

@@ -69,6 +69,9 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
     assert result.exit_code == 0, result.output
     for row in ("teacher, zero-shot", "erm (test_resnet)", "kd (test_resnet)", "adip (test_resnet)"):
         assert row in result.stdout
+    # Progress says what a step count means: the final model of ADiP comes after two stages of 4 steps.
+    assert "adip sketch/trial_0 final model (after 2 stages of 4 steps): source val " in result.stderr
+    assert "erm sketch/trial_0 final model (after 1 stage of 4 steps)" in result.stderr
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
     assert set(summary["methods"]) == {"erm", "kd", "adip"}

@@ -1,0 +1,116 @@
+"""A new user's first hour with distill, evaluate, predict and zeroshot: real folders with a broken file in them,
+visible progress, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from cli.app import app
+from cli.exit_codes import ERROR
+from cli.progress import TrainingProgress
+from student.trainer import Progress
+
+from .test_distill import distill_args, run_cli
+
+
+def broken_copy(pacs_mini, tmp_path):
+    """pacs-mini with an undecodable file in a source domain and a truncated one in the target domain."""
+    data = tmp_path / "data"
+    shutil.copytree(pacs_mini, data)
+    (data / "photo" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff this is not a JPEG")
+    good = sorted((data / "sketch" / "horse").glob("*.png"))[0]
+    (data / "sketch" / "horse" / "truncated.png").write_bytes(good.read_bytes()[:300])
+    return data
+
+
+def test_distill_and_evaluate_skip_unreadable_files_with_a_count_and_names(pacs_cache, pacs_mini, tmp_path):
+    data = broken_copy(pacs_mini, tmp_path)
+    code, output = run_cli(*distill_args(pacs_cache, tmp_path / "run", "erm", "--data-dir", str(data)))
+    assert code == 0, output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (run,) = summary["runs"]
+    assert run["unreadable"]["count"] == 2
+    assert set(run["unreadable"]["examples"]) == {"photo/dog/broken.jpg", "sketch/horse/truncated.png"}
+
+    code, output = run_cli("evaluate", str(tmp_path / "run"), "--data-dir", str(data), "--workers", "0", "--json")
+    assert code == 0, output
+    (result,) = json.loads(output)["results"]
+    assert result["unreadable"]["count"] == 2 and result["images"]["photo"] == 280
+
+
+def test_predict_names_an_unreadable_file_and_still_answers_for_the_others(pacs_cache, pacs_mini, tmp_path):
+    data = broken_copy(pacs_mini, tmp_path)
+    assert run_cli(*distill_args(pacs_cache, tmp_path / "run", "erm"))[0] == 0
+    good = sorted((data / "photo" / "dog").glob("*.jpg"))[0]
+    code, output = run_cli("predict", str(tmp_path / "run"), str(good), str(data / "photo" / "dog" / "broken.jpg"))
+    assert code == ERROR
+    assert f"{good}: " in output and "%" in output.split(f"{good}: ")[1].splitlines()[0]
+    assert "broken.jpg: cannot read it" in output and "Traceback" not in output
+
+
+def test_distill_prints_a_line_per_evaluation_when_not_on_a_terminal(pacs_cache, tmp_path):
+    result = CliRunner().invoke(app, distill_args(pacs_cache, tmp_path / "run", "adip"))
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("adip sketch/trial_0")]
+    assert lines[0].startswith("adip sketch/trial_0 align (stage 1 of 2) step 2/4: source val ")
+    assert "loss " in lines[0] and "(image_distill " in lines[0] and "img/s" in lines[0] and "left" in lines[0]
+    assert lines[-1].startswith("adip sketch/trial_0 final model (after 2 stages of 4 steps): source val ")
+    assert ", target " in lines[-1]
+    assert len(lines) == 5, "two evaluations per stage, and the final model's"
+
+
+def test_the_live_bar_shows_step_losses_speed_time_left_and_validation():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    with TrainingProgress("", enabled=True, console=console) as progress:
+        base = dict(stage="distill", stage_index=2, stages=2, steps=300, images_per_s=41.7, eta_s=192.0)
+        progress.update(
+            "adip sketch/trial_0", Progress(step=120, losses={"loss": 0.41, "text": 0.52}, source_val_acc=0.812, **base)
+        )
+    shown = out.getvalue()
+    for fragment in (
+        "adip sketch/trial_0 distill",
+        "120/300",
+        "loss 0.41 (text 0.52)",
+        "42 img/s",
+        "3m12s left",
+        "val 81.2%",
+    ):
+        assert fragment in shown, fragment
+
+
+def test_zeroshot_with_an_unknown_template_set_or_an_empty_cache_is_one_line(pacs_cache, tmp_path):
+    code, output = run_cli("zeroshot", "--cache", str(pacs_cache), "--templates", "foo")
+    assert code == ERROR and "unknown template set 'foo'; known: photo, rise, scmd" in output
+    assert len(output.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    shutil.copytree(pacs_cache, empty)
+    from cache.store import EmbeddingCache
+
+    with EmbeddingCache.open(empty, write=True) as cache:
+        cache._write(lambda txn: txn.drop(cache._db["image"], delete=False))
+    code, output = run_cli("zeroshot", "--cache", str(empty))
+    assert code == ERROR and "holds no image embeddings yet" in output and "Traceback" not in output
+
+
+def test_report_says_n_1_for_one_trial_and_notes_means_over_other_domain_sets(tmp_path):
+    def run(method: str, results: dict[str, list[float]]) -> str:
+        folder = tmp_path / method
+        folder.mkdir()
+        runs = [{"test_domain": d, "ood_acc": a, "id_acc": a + 0.2} for d, accs in results.items() for a in accs]
+        (folder / "summary.json").write_text(json.dumps({"method": method, "runs": runs}))
+        return str(folder)
+
+    erm = run("erm", {"sketch": [0.60, 0.64], "photo": [0.90, 0.92]})
+    adip = run("adip", {"sketch": [0.70]})
+    code, output = run_cli("report", erm, adip, "--out", str(tmp_path / "r.md"), "--chart", str(tmp_path / "r.png"))
+    assert code == 0, output
+    table = (tmp_path / "r.md").read_text()
+    assert "| adip | 70.0 (n=1) | – | 70.0 [1] |" in table
+    assert "62.0 ± 2.0 (n=2)" in table and "(n=1) |" in table.splitlines()[3]
+    assert "[1] adip's mean OOD is over sketch only; the means of the rows are not comparable." in table
