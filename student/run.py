@@ -241,8 +241,9 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
 def _backbone(config: DistillConfig):
     if config.method == "sd":
         return clip_image_tower(config.student, config.student_weights)
-    weights = Path(config.student_weights) if config.student_weights else None
-    return timm_student(config.student, pretrained=config.pretrained, weights=weights, image_size=config.image_size)
+    return timm_student(
+        config.student, pretrained=config.pretrained, weights=config.student_weights, image_size=config.image_size
+    )
 
 
 def _summarise(config: DistillConfig, runs: list[dict], domains: tuple[str, ...]) -> dict:
