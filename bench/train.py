@@ -1,12 +1,13 @@
 """Training throughput with the real loader over the same step on synthetic in-memory tensors, in one run.
 
-    python bench/train.py --student resnet18 --image-size 224 --workers 2 --steps 8
+    python bench/train.py --student resnet18 --image-size 224 --workers 2 --steps 8 [--views 4]
 
 The cache is bought from a `vl2v serve` subprocess (the tiny architecture, random weights: the embeddings'
 values do not change speed). Both timings run the same ADiP step (forward, loss, backward, Adam) on the same
 student; "real" reads 32 JPEGs per source domain per step through `student.data.train_loader` (decode,
-RandomResizedCrop, flip, ColorJitter, grayscale, normalise) with cached teacher embeddings, "synthetic" reuses one
-batch already in memory. Prints one JSON object.
+RandomResizedCrop, flip, ColorJitter, grayscale, normalise; with `--views K`, the replay of one of K cached views
+of each image instead) with cached teacher embeddings, "synthetic" reuses one batch already in memory. Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cache.client import TeacherClient
 from cache.datasets import open_dataset
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
-from student.data import Normalize, make_splits, train_loader, train_transform
+from student.data import Normalize, Replay, make_splits, train_loader, train_transform
 from student.knowledge import TeacherKnowledge
 from student.methods import get_method
 from student.methods.base import Context
@@ -36,7 +37,7 @@ def build(args, cache_dir: Path):
         knowledge = TeacherKnowledge.from_cache(cache)
         keys = {p: k for k, paths in cache.items() for p in paths}
     dataset = open_dataset("pacs", PACS_MINI)
-    splits = make_splits(dataset, keys, "sketch", trial_seed=0)
+    splits = make_splits(dataset, keys, "sketch", trial_seed=0, views_by_key=knowledge.views_by_key(args.views))
     torch.manual_seed(0)
     backbone = timm_student(args.student, pretrained=False, weights=None, image_size=args.image_size)
     cls = get_method("adip")
@@ -64,6 +65,7 @@ def real(args, knowledge, splits, method, optimizer) -> float:
         start=0,
         end=args.steps + args.warmup,
         workers=args.workers,
+        replay=Replay(knowledge.view_params, args.image_size),
     )
     rows = torch.tensor([knowledge.index[s.key] for s in flat])
     normalize = Normalize()
@@ -73,7 +75,8 @@ def real(args, knowledge, splits, method, optimizer) -> float:
         if i == args.warmup:
             started = time.perf_counter()
         images = normalize(loaded.images)
-        step(method, optimizer, images, loaded.labels, knowledge.image_embeddings[rows[loaded.indices]])
+        teacher = torch.where(loaded.views >= 0, loaded.views, rows[loaded.indices])
+        step(method, optimizer, images, loaded.labels, knowledge.image_embeddings[teacher])
         done += len(loaded.indices) if i >= args.warmup else 0
     return done / (time.perf_counter() - started)
 
@@ -98,10 +101,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--views", type=int, default=0, help="buy K views of each image and replay them")
     args = parser.parse_args()
     cache_dir = Path(tempfile.mkdtemp()) / "cache"
     with serve("vl2v-tiny", 64) as service:
-        run_query(QueryConfig(dataset="pacs", data_dir=PACS_MINI, cache_dir=cache_dir), TeacherClient(service.url, KEY))
+        config = QueryConfig(dataset="pacs", data_dir=PACS_MINI, cache_dir=cache_dir, views=args.views)
+        run_query(config, TeacherClient(service.url, KEY))
     parts = build(args, cache_dir)
     synthetic_rate = synthetic(args, *parts)
     real_rate = real(args, *parts)
@@ -111,6 +116,7 @@ def main() -> None:
                 "student": args.student,
                 "image_size": args.image_size,
                 "workers": args.workers,
+                "views": args.views,
                 "images_per_step": 96,
                 "steps": args.steps,
                 "cpu_threads": torch.get_num_threads(),

@@ -29,6 +29,7 @@ def cache_info(cache: EmbeddingCache) -> dict:
         "data_root": dataset.get("root"),
         "teacher": {k: teacher.get(k) for k in ("id", "url", "fingerprint", "embedding_dim", "precision")},
         "images": cache.counts()["image"],
+        "views": cache.counts()["views"],
         "texts": cache.counts()["text"],
         "images_by_domain": dict(sorted(by_domain.items())),
         "images_by_class": {d: dict(sorted(c.items())) for d, c in sorted(by_class.items())},
@@ -67,11 +68,19 @@ def verify_cache(cache: EmbeddingCache) -> list[str]:
         problems += _check_crc(f"image {key}", intact) + _check_vector(f"image {key[:12]}", vector, dim)
     for prompt, vector, intact in cache.checked("text"):
         problems += _check_crc(f"text {prompt}", intact) + _check_vector(f"text {prompt!r}", vector, dim)
+    views = 0
+    for name, vector, intact in cache.checked("views"):
+        views += 1
+        problems += _check_crc(f"view {name}", intact) + _check_vector(f"view {name[:12]}", vector, dim)
+        if name.rpartition(":")[0] not in image_keys:
+            problems.append(f"view {name[:12]}...{name.rpartition(':')[2]} has no image")
     problems += [f"item {k[:12]} has no embedding" for k in sorted(item_keys - image_keys)]
     problems += [f"embedding {k[:12]} has no item (paths)" for k in sorted(image_keys - item_keys)]
     totals = cache.totals()
-    if totals.held_images != len(image_keys):
-        problems.append(f"ledger accounts for {totals.held_images} images but the cache holds {len(image_keys)}")
+    if totals.held_images != len(image_keys) + views:
+        problems.append(
+            f"ledger accounts for {totals.held_images} images but the cache holds {len(image_keys)} and {views} views"
+        )
     if totals.held_texts != cache.counts()["text"]:
         problems.append(f"ledger accounts for {totals.held_texts} texts but the cache holds {cache.counts()['text']}")
     problems += [f"request {k} is pending (run `vl2v query` again to finish it)" for k in cache.pending()]

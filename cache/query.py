@@ -30,6 +30,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from teacher_service.imaging import to_rgb
 from teacher_service.schema import image_data_url
 
 from .client import (
@@ -46,9 +47,11 @@ from .datasets import Dataset, DatasetError, ImageFile, open_dataset
 from .prompts import all_prompts
 from .selection import priority_order
 from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
+from .views import render_view, view_params
 
 log = logging.getLogger("vl2v.query")
 
+MAX_VIEWS = 255
 # Errors that end a run cleanly, and how the report words them.
 _STOPS = {
     VendorAuthError: "the vendor refused the API key",
@@ -73,6 +76,7 @@ class QueryConfig:
     select: str = "stratified"
     seed: int = 0
     exclude_domains: tuple[str, ...] = ()
+    views: int = 0  # augmented views bought per image, besides the image itself (`cache.views`)
     batch_size: int = 32
     concurrency: int = 4
     read_workers: int = 4
@@ -86,6 +90,8 @@ class QueryConfig:
             raise ValueError(f"--batch-size must be in [1, 1024], got {self.batch_size}")
         if self.concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if not 0 <= self.views <= MAX_VIEWS:
+            raise ValueError(f"--views must be in [0, {MAX_VIEWS}], got {self.views}")
 
 
 @dataclass
@@ -96,7 +102,7 @@ class QueryReport:
     teacher: str
     budget: int | None
     selected: int = 0  # files in the selection order (excluded domains removed)
-    to_buy: int = 0  # images this run plans to buy (within the budget)
+    to_buy: int = 0  # images this run plans to buy (within the budget): files and augmented views
     paid_images: int = 0  # images charged to this cache in this run (recovered answers of a crashed run included)
     paid_texts: int = 0
     free_images: int = 0  # images the vendor replayed free: another cache already bought them with this key
@@ -135,13 +141,25 @@ class QueryStopped(Exception):
 
 @dataclass(frozen=True)
 class _Item:
-    """One image: its content key, where it was found, and (to be sent) its wire form."""
+    """One image to buy: a file (view 0), or one augmented view of it (`cache.views`), and its wire form."""
 
     key: str
     path: str
     domain: str
     url: str = ""  # the data URL sent for it
     problem: str | None = None
+    view: int = 0
+    params: str = ""  # an augmented view's parameters (JSON)
+
+    @property
+    def unit(self) -> str:
+        """What an idempotency key is derived from: the file's sha256, and the view's number if it is one."""
+        return self.key if self.view == 0 else f"{self.key}:{self.view}"
+
+    def meta(self) -> dict:
+        """What a pending record keeps of it (the pixels are in the kept body)."""
+        kept = {"key": self.key, "path": self.path, "domain": self.domain}
+        return kept | ({"view": self.view, "params": self.params} if self.view else {})
 
 
 @dataclass(frozen=True)
@@ -218,10 +236,10 @@ def _plan(config: QueryConfig, dataset: Dataset, card: dict, report: QueryReport
         report.texts_to_buy = len(prompts)
         skips = set(cache.skipped()) if cache else set()
         order = priority_order(dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
-        items = _inspect_all(order, dataset.root, cache, skips, config.read_workers, encode=False)
-        for item, status in _select(items, len(order), _budget_left(config.budget, report.budget_used), report):
+        found = _inspect_all(order, dataset.root, cache, skips, config.read_workers, _Views(config.views, None))
+        for units, status in _select(found, len(order), _budget_left(config.budget, report.budget_used), report):
             if status == BUY:
-                report.by_domain[item.domain] = report.by_domain.get(item.domain, 0) + 1
+                report.by_domain[units[0].domain] = report.by_domain.get(units[0].domain, 0) + len(units)
             report.skipped += status == SKIP
         pricing = card["pricing"]
         report.cost = (
@@ -241,77 +259,102 @@ BUY, CACHED, DUPLICATE, SKIP = "buy", "cached", "duplicate", "skip"
 
 
 def _select(
-    items: Iterator[_Item], selected: int, budget_left: float, report: QueryReport
-) -> Iterator[tuple[_Item, str]]:
-    """Each of `items` (in priority order) with what to do with it: BUY until `budget_left` images are queued,
-    CACHED, DUPLICATE (of one queued), or SKIP (it cannot be sent). Counts the plan in `report`: cached,
-    duplicates, to buy, and what the budget leaves unbought."""
+    files: Iterator[list[_Item]], selected: int, budget_left: float, report: QueryReport
+) -> Iterator[tuple[list[_Item], str]]:
+    """Each file's units (in priority order) with what to do with them: BUY (the units the cache lacks, the file
+    before its views, until `budget_left` images are queued), CACHED, DUPLICATE (of a file already seen), or SKIP
+    (it cannot be sent). Counts the plan in `report`: cached, duplicates, to buy, and what the budget leaves."""
     report.selected = selected
-    queued: set[str] = set()
-    for examined, item in enumerate(items, start=1):
-        if item.problem == "cached":
-            report.already_cached += 1
-            yield item, CACHED
-        elif item.problem is not None:
-            yield item, SKIP
-        elif item.key in queued:
+    seen: set[str] = set()
+    queued = 0
+    for examined, units in enumerate(files, start=1):
+        first = units[0]
+        if first.problem is not None and first.problem != "cached":
+            yield units, SKIP
+        elif first.key in seen:
             report.duplicates += 1
-            yield item, DUPLICATE
-        elif len(queued) >= budget_left:
+            yield [first], DUPLICATE
+        elif first.problem == "cached":
+            seen.add(first.key)
+            report.already_cached += 1
+            yield units, CACHED
+        elif queued >= budget_left:
             report.unbought = selected - examined + 1
             return
         else:
-            queued.add(item.key)
-            report.to_buy = len(queued)
-            yield item, BUY
+            seen.add(first.key)
+            units = units[: int(min(len(units), budget_left - queued))]
+            queued += len(units)
+            report.to_buy = queued
+            yield units, BUY
 
 
 def _budget_left(budget: int | None, paid: int) -> float:
     return float("inf") if budget is None else max(0, budget - paid)
 
 
+@dataclass(frozen=True)
+class _Views:
+    """How many augmented views to buy per image, and the teacher's resolution to render them at (None: the
+    views are counted, not rendered, as a dry run does)."""
+
+    count: int
+    size: int | None
+
+
 def _inspect_all(
-    order: list[ImageFile],
-    root: Path,
-    cache: EmbeddingCache | None,
-    known_skips: set[str],
-    workers: int,
-    *,
-    encode: bool = True,
-) -> Iterator[_Item]:
-    """Read, hash and (for images not cached) decode-check files on `workers` threads, in order, ahead of use."""
+    order: list[ImageFile], root: Path, cache: EmbeddingCache | None, known_skips: set[str], workers: int, views: _Views
+) -> Iterator[list[_Item]]:
+    """Read, hash, decode-check and (for what the cache lacks) encode files and render their views, on `workers`
+    threads, in order, ahead of use: for each file, the units it still needs (or one item saying why none)."""
     files = iter(order)
     with ThreadPoolExecutor(workers, thread_name_prefix="vl2v-read") as pool:
 
         def submit(f: ImageFile) -> Future:
-            return pool.submit(_inspect, f, root, cache, known_skips, encode)
+            return pool.submit(_inspect, f, root, cache, known_skips, views)
 
         window = [submit(f) for f in itertools.islice(files, 8 * workers)]
         while window:
-            item = window.pop(0).result()
+            units = window.pop(0).result()
             window += [submit(f) for f in itertools.islice(files, 1)]
-            yield item
+            yield units
 
 
-def _inspect(f: ImageFile, root: Path, cache: EmbeddingCache | None, known_skips: set[str], encode: bool) -> _Item:
+def _inspect(
+    f: ImageFile, root: Path, cache: EmbeddingCache | None, known_skips: set[str], views: _Views
+) -> list[_Item]:
     try:
         data = (root / f.path).read_bytes()
     except OSError as e:
-        return _Item("", f.path, f.domain, problem=f"unreadable: {e.strerror or e}")
+        return [_Item("", f.path, f.domain, problem=f"unreadable: {e.strerror or e}")]
     key = hashlib.sha256(data).hexdigest()
-    if cache is not None and cache.has_image(key):
-        return _Item(key, f.path, f.domain, problem="cached")
+    clean = cache is None or not cache.has_image(key)
+    wanted = [v for v in range(1, views.count + 1) if cache is None or not cache.has_view(key, v)]
+    if not clean and not wanted:
+        return [_Item(key, f.path, f.domain, problem="cached")]
     if key in known_skips:
-        return _Item(key, f.path, f.domain, problem="skipped before")
+        return [_Item(key, f.path, f.domain, problem="skipped before")]
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             mime = Image.MIME.get(image.format or "", "")
+            picture = to_rgb(image) if wanted and views.size else None
     except Exception as e:  # any decoder failure: this file cannot be sent
-        return _Item(key, f.path, f.domain, problem=f"undecodable here: {type(e).__name__}: {e}")
+        return [_Item(key, f.path, f.domain, problem=f"undecodable here: {type(e).__name__}: {e}")]
     if not mime.startswith("image/"):
-        return _Item(key, f.path, f.domain, problem=f"unsupported image format {mime or 'unknown'}")
-    return _Item(key, f.path, f.domain, url=image_data_url(data, mime) if encode else "")
+        return [_Item(key, f.path, f.domain, problem=f"unsupported image format {mime or 'unknown'}")]
+    units = [_Item(key, f.path, f.domain, url=image_data_url(data, mime) if views.size else "")] if clean else []
+    for v in wanted:
+        params = view_params(key, v)
+        url = image_data_url(render_view(picture, params, views.size), "image/png") if picture else ""
+        units.append(_Item(key, f.path, f.domain, url=url, view=v, params=params.to_json()))
+    return units
+
+
+def _from_meta(meta: dict, url: str) -> _Item:
+    return _Item(
+        meta["key"], meta["path"], meta["domain"], url=url, view=meta.get("view", 0), params=meta.get("params", "")
+    )
 
 
 def _image_input(url: str) -> dict:
@@ -403,10 +446,12 @@ class _Job:
         meta = request["items"]
         if body is not None:
             inputs = json.loads(body)["input"]
-            items = [_Item(m["key"], m["path"], m["domain"], url=i["image"]) for m, i in zip(meta, inputs, strict=True)]
+            items = [_from_meta(m, i["image"]) for m, i in zip(meta, inputs, strict=True)]
             return _Batch(key, items, inputs, body, resumed=True, sent_at=request.get("sent_at"))
-        # Before schema v3 no body was kept: rebuild it from the files, if they are still what was sent.
-        items = [_inspect(ImageFile(m["path"], m["domain"], -1), self.dataset.root, None, set(), True) for m in meta]
+        # Before schema v3 no body was kept (nor were views bought): rebuild it from the files, if they are still
+        # what was sent.
+        size = _Views(0, int(self.card["image_size"][0]))
+        items = [_inspect(ImageFile(m["path"], m["domain"], -1), self.dataset.root, None, set(), size)[0] for m in meta]
         if any(i.problem or i.key != m["key"] for i, m in zip(items, meta, strict=True)):
             return None
         inputs = [_image_input(i.url) for i in items]
@@ -463,21 +508,25 @@ class _Job:
         cache, config = self.cache, self.config
         order = priority_order(self.dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
         paid = self.report.budget_used_before + self.report.paid_images
-        items = _inspect_all(order, self.dataset.root, cache, set(cache.skipped()), config.read_workers)
+        views = _Views(config.views, int(self.card["image_size"][0]))
+        files = _inspect_all(order, self.dataset.root, cache, set(cache.skipped()), config.read_workers, views)
         found: dict[str, list[str]] = {}
         batch: list[_Item] = []
-        for item, status in _select(items, len(order), _budget_left(config.budget, paid), self.report):
+        for units, status in _select(files, len(order), _budget_left(config.budget, paid), self.report):
             if status == SKIP:
-                self._skip(item, item.problem or "", "local")
+                self._skip(units[0], units[0].problem or "", "local")
             elif status == BUY:
-                batch.append(item)
+                if len(batch) + len(units) > config.batch_size and batch:
+                    self._submit(self._new_batch(batch))  # a file's views go in its own request, where they fit
+                    batch = []
+                batch += units
             else:
-                found.setdefault(item.key, []).append(item.path)
+                found.setdefault(units[0].key, []).append(units[0].path)
             if self._stopping():
                 break
-            if len(batch) == config.batch_size:
-                self._submit(self._new_batch(batch))
-                batch = []
+            while len(batch) >= config.batch_size:
+                self._submit(self._new_batch(batch[: config.batch_size]))
+                batch = batch[config.batch_size :]
         if batch and not self._stopping():
             self._submit(self._new_batch(batch))
         self._drain()
@@ -486,7 +535,7 @@ class _Job:
 
     def _new_batch(self, items: list[_Item]) -> _Batch:
         inputs = [_image_input(i.url) for i in items]
-        key = self._idempotency_key("images", [i.key for i in items])
+        key = self._idempotency_key("images", [i.unit for i in items])
         return _Batch(key, items, inputs, request_body(self.model, inputs))
 
     # -- sending and committing -------------------------------------------------------------------------------
@@ -529,7 +578,7 @@ class _Job:
     def _submit(self, batch: _Batch, record: bool = True) -> None:
         """Record the batch as pending (with its body), send it on a worker, keep at most `concurrency` in flight."""
         if record:
-            items = [{"key": i.key, "path": i.path, "domain": i.domain} for i in batch.items]
+            items = [i.meta() for i in batch.items]
             self.cache.add_pending(batch.key, self._pending_record("images", items=items), batch.body)
         self.in_flight[self.pool.submit(self._send_images, batch)] = batch
         while len(self.in_flight) >= self.config.concurrency:
@@ -570,7 +619,9 @@ class _Job:
                 blamed = e.item if e.item is not None and e.item < len(items) else None
                 if blamed is not None and e.status in (400, 413):
                     rejected.append((items[blamed], f"rejected by the vendor: {e}"))
-                    keep = [j for j in range(len(items)) if j != blamed]
+                    # A file the vendor refuses takes its views with it: no view is kept without its image.
+                    gone = items[blamed].key if items[blamed].view == 0 else None
+                    keep = [j for j in range(len(items)) if j != blamed and items[j].key != gone]
                     todo.insert(0, self._retry_part([items[j] for j in keep], [inputs[j] for j in keep]))
                 elif e.status == 413 and len(items) > 1:
                     log.info("the vendor found a %d-image request too large; sending it in halves", len(items))
@@ -594,7 +645,7 @@ class _Job:
         return balance // price if price > 0 else 0
 
     def _retry_part(self, items: list[_Item], inputs: list[dict]) -> tuple[list[_Item], list[dict], bytes, str]:
-        return items, inputs, request_body(self.model, inputs), self._idempotency_key("images", [i.key for i in items])
+        return items, inputs, request_body(self.model, inputs), self._idempotency_key("images", [i.unit for i in items])
 
     def _collect(self, future: Future) -> None:
         batch = self.in_flight[future]
@@ -611,8 +662,12 @@ class _Job:
             self._skip(item, reason, "vendor")
         for part in parts:
             row = self._ledger_row(part.answer, part.key, batch.resumed)
-            vectors = zip(part.items, part.answer.vectors, strict=True)
-            self.cache.commit_images({i.key: (v, [i.path]) for i, v in vectors}, row)
+            answered = list(zip(part.items, part.answer.vectors, strict=True))
+            self.cache.commit_images(
+                {i.key: (v, [i.path]) for i, v in answered if i.view == 0},
+                row,
+                views={(i.key, i.view): (v, i.params) for i, v in answered if i.view},
+            )
             self._count(row, domains=[i.domain for i in part.items])
         if batch.key not in {p.key for p in parts}:
             self.cache.drop_pending(batch.key)  # answered under other keys (or every item was rejected)

@@ -8,12 +8,15 @@
     skipped       image key -> {"reason", "stage", "paths"}
     pending       idempotency key -> a request sent but not yet committed: what it covers, for which account
     pending_body  idempotency key -> the exact bytes of that request's body, re-sent as they are on the next run
+    views         "<image key>:<n>" -> float32 embedding of augmented view n + CRC-32 (`cache.views`)
+    view_params   "<image key>:<n>" -> that view's parameters (JSON), so it can be replayed exactly
 
 One writer at a time, enforced with a lock file; readers never block it (LMDB MVCC). An embedding, its item and
 its ledger row are committed in one transaction. LMDB keeps no checksums of its own, so each embedding carries
 one: `vl2v cache verify` finds a flipped bit that a norm check would miss (schema v2). The ledger is keyed by the
 client's own idempotency key, never by anything the vendor sends, and a pending request keeps its body, so a crash
-is recovered however the files changed since (schema v3).
+is recovered however the files changed since (schema v3). Augmented views are paid images of their own, kept with
+their parameters (schema v4).
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from typing import TypeVar
 import lmdb
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OLDEST_READABLE = 2  # older caches must be upgraded (`vl2v cache upgrade`) before anything reads them
 DTYPE = "float32"
 NORM_TOLERANCE = 1e-3  # how far from 1 the norm of a stored embedding may be
-_DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending", "pending_body")
+_DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending", "pending_body", "views", "view_params")
 _LOCK = "writer.lock"
 # Fields of the teacher that change an embedding: a cache never mixes two values of any of them.
 TEACHER_IDENTITY = ("fingerprint", "embedding_dim", "preprocess", "precision")
@@ -211,6 +214,8 @@ class EmbeddingCache:
                 self._upgrade_from_v1()
             if int(self._get("meta", b"schema_version") or 0) == 2:
                 self._upgrade_from_v2()
+            if int(self._get("meta", b"schema_version") or 0) == 3:  # v4 only adds the (empty) view databases
+                self._write(lambda txn: txn.put(b"schema_version", b"4", db=self._db["meta"]))
         self._check_schema()
 
     def _check_schema(self) -> None:
@@ -338,6 +343,25 @@ class EmbeddingCache:
                 matrix[i] = _vector(v)
         return keys, matrix
 
+    def has_view(self, key: str, index: int) -> bool:
+        return self._get("views", view_name(key, index).encode()) is not None
+
+    def view_matrix(self) -> tuple[list[tuple[str, int]], np.ndarray, list[str]]:
+        """Every view embedding in one (V, D) array, read in one pass: the (image key, n) of each row, the array,
+        and each view's parameters (JSON)."""
+        if self._db["views"] is None:
+            return [], np.empty((0, int((self.teacher or {}).get("embedding_dim", 0))), np.float32), []
+        with self._env.begin() as txn:
+            n = txn.stat(self._db["views"])["entries"]
+            dim = int((self.teacher or {}).get("embedding_dim", 0))
+            names, matrix, params = [], np.empty((n, dim), np.float32), []
+            for i, (name, value) in enumerate(txn.cursor(db=self._db["views"])):
+                key, _, index = bytes(name).decode().rpartition(":")
+                names.append((key, int(index)))
+                matrix[i] = _vector(value)
+                params.append(bytes(txn.get(bytes(name), db=self._db["view_params"])).decode())
+        return names, matrix, params
+
     def items(self) -> Iterator[tuple[str, list[str]]]:
         for k, v in self._scan("items"):
             yield k.decode(), json.loads(v)["paths"]
@@ -378,13 +402,23 @@ class EmbeddingCache:
 
     # -- writes (writer only) ----------------------------------------------------------------------------------
 
-    def commit_images(self, embeddings: dict[str, tuple[np.ndarray, list[str]]], row: LedgerRow) -> None:
-        """Paid image embeddings {key: (vector, paths)}, their items and their ledger row, in one transaction."""
+    def commit_images(
+        self,
+        embeddings: dict[str, tuple[np.ndarray, list[str]]],
+        row: LedgerRow,
+        views: dict[tuple[str, int], tuple[np.ndarray, str]] | None = None,
+    ) -> None:
+        """One answered request, in one transaction: clean-image embeddings {key: (vector, paths)} with their items,
+        augmented views {(key, n): (vector, parameters as JSON)}, and the ledger row that paid for them all."""
 
         def write(txn: lmdb.Transaction) -> None:
             for key, (vector, paths) in embeddings.items():
                 txn.put(key.encode(), _packed(key.encode(), vector), db=self._db["image"])
                 self._merge_paths(txn, key, paths)
+            for (key, index), (vector, params) in (views or {}).items():
+                name = view_name(key, index).encode()
+                txn.put(name, _packed(name, vector), db=self._db["views"])
+                txn.put(name, params.encode(), db=self._db["view_params"])
             self._put_ledger(txn, row)
 
         self._write(write)
@@ -461,6 +495,11 @@ class EmbeddingCache:
 
 
 _CRC = struct.Struct("<I")
+
+
+def view_name(key: str, index: int) -> str:
+    """How augmented view `index` of image `key` is named in the `views` databases."""
+    return f"{key}:{index}"
 
 
 def _checksum(key: bytes, data: bytes) -> bytes:

@@ -63,6 +63,14 @@ def distill_command(
     data_dir: Annotated[
         Path | None, typer.Option(metavar="DIR", help="where the images are, if they moved since the query")
     ] = None,
+    views: Annotated[
+        int | None,
+        typer.Option(
+            metavar="K",
+            help="replay up to K cached augmented views per image, exactly as the teacher saw them (0: the clean "
+            "image's embedding for random augmentations)  [default: every cached view]",
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="override a hyper-parameter of the method (repeatable)"),
@@ -96,6 +104,7 @@ def distill_command(
         overrides=overrides,
         resume=resume,
         overwrite=overwrite,
+        views=views,
         train=TrainConfig(
             steps=steps, batch_size=batch_size, eval_every=eval_every, seed=seed, device=device, workers=workers
         ),

@@ -48,6 +48,13 @@ def query(
     exclude_domain: Annotated[
         list[str] | None, typer.Option(metavar="DOMAIN", help="never send this domain (repeatable)")
     ] = None,
+    views: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            help="also buy K augmented views of each image (each a paid image), for distill to replay exactly",
+        ),
+    ] = 0,
     batch_size: Annotated[int, typer.Option(help="images per request")] = 32,
     concurrency: Annotated[int, typer.Option(help="requests in flight")] = 4,
     max_retries: Annotated[int, typer.Option(help="attempts per request on 429, 5xx and timeouts")] = 8,
@@ -74,6 +81,7 @@ def query(
         select=select,
         seed=seed,
         exclude_domains=tuple(exclude_domain or ()),
+        views=views,
         batch_size=batch_size,
         concurrency=concurrency,
         wait_for_writer=wait,

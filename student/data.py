@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from cache.datasets import Dataset as DomainDataset
+from cache.views import ViewParams, apply_view
 from teacher_service.imaging import to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,6 +32,7 @@ class Sample:
     label: int
     domain: int  # index into the dataset's domains
     key: str | None  # sha256 of the file, if the cache has its embedding
+    views: tuple[int, ...] = ()  # rows (in TeacherKnowledge.embeddings) of its cached augmented views
 
 
 def domainbed_split(samples: list[Sample], trial_seed: int, domain_index: int) -> tuple[list[Sample], list[Sample]]:
@@ -64,14 +66,23 @@ class Splits:
         }
 
 
-def make_splits(dataset: DomainDataset, keys_by_path: dict[str, str], test_domain: str, trial_seed: int) -> Splits:
+def make_splits(
+    dataset: DomainDataset,
+    keys_by_path: dict[str, str],
+    test_domain: str,
+    trial_seed: int,
+    views_by_key: dict[str, tuple[int, ...]] | None = None,
+) -> Splits:
     domains = dataset.domains
     if test_domain not in domains:
         raise ValueError(f"--test-domain {test_domain!r} is not one of {list(domains)}")
     by_domain: dict[int, list[Sample]] = {i: [] for i in range(len(domains))}
     index = {d: i for i, d in enumerate(domains)}
+    views_by_key = views_by_key or {}
     for f in dataset.files:
-        by_domain[index[f.domain]].append(Sample(f.path, f.label, index[f.domain], keys_by_path.get(f.path)))
+        key = keys_by_path.get(f.path)
+        sample = Sample(f.path, f.label, index[f.domain], key, views_by_key.get(key, ()) if key else ())
+        by_domain[index[f.domain]].append(sample)
     return Splits(
         domains, index[test_domain], {d: domainbed_split(samples, trial_seed, d) for d, samples in by_domain.items()}
     )
@@ -109,51 +120,71 @@ class Normalize:
         return (pixels - self.mean.to(pixels.device)) / self.std.to(pixels.device)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Augmented views to replay exactly: each view's parameters by its row, and the student's resolution."""
+
+    params: dict[int, ViewParams]
+    size: int
+
+
 class ImageFiles(Dataset):
     """Images read from disk. An index is `i` or `(i, seed)`; a seed makes the augmentation reproducible.
 
-    A file that cannot be read gives `None` instead of a tensor: the batch goes on without it (`readable_batch`)
-    and the caller counts and names it, rather than a worker's traceback ending the run.
+    With `replay`, a training sample that has cached views shows one of them, chosen by the seed, exactly as the
+    teacher saw it (`cache.views.apply_view`), and says which (its row); otherwise it is augmented at random and
+    its row is -1 (the clean image's embedding). A file that cannot be read gives `None` instead of a tensor: the
+    batch goes on without it (`readable_batch`) and the caller counts and names it.
     """
 
-    def __init__(self, root: Path, samples: list[Sample], transform: T.Compose) -> None:
-        self.root, self.samples, self.transform = root, samples, transform
+    def __init__(self, root: Path, samples: list[Sample], transform: T.Compose, replay: Replay | None = None) -> None:
+        self.root, self.samples, self.transform, self.replay = root, samples, transform, replay
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor | None, int, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor | None, int, int, int]:
         i, seed = index if isinstance(index, tuple) else (index, None)
         sample = self.samples[i]
         try:
             with Image.open(self.root / sample.path) as image:
                 image = to_rgb(image)  # the pixels the teacher saw: the wire protocol's reading of the file
         except Exception:  # noqa: BLE001 (any decoder failure: a truncated, corrupt or unreadable file)
-            return None, sample.label, i
+            return None, sample.label, i, -1
+        if seed is not None and self.replay is not None and sample.views:
+            row = sample.views[seed % len(sample.views)]
+            view = apply_view(image, self.replay.params[row], self.replay.size)
+            return PIL_TO_TENSOR(view), sample.label, i, row
         if seed is not None:
             torch.manual_seed(seed)  # torchvision draws its random parameters from torch's global generator
             random.seed(seed)
-        return self.transform(image), sample.label, i
+        return self.transform(image), sample.label, i, -1
+
+
+PIL_TO_TENSOR = T.PILToTensor()
 
 
 @dataclass
 class LoadedBatch:
-    """A batch as loaded: the readable images, their labels and sample indices, and the unreadable indices."""
+    """A batch as loaded: the readable images, their labels and sample indices, the teacher row of each image's
+    view (-1: the clean image's), and the indices of the unreadable ones."""
 
-    images: torch.Tensor | None  # (B, 3, H, W); None when no image of the batch could be read
+    images: torch.Tensor | None  # (B, 3, H, W) uint8; None when no image of the batch could be read
     labels: torch.Tensor
     indices: torch.Tensor
+    views: torch.Tensor
     unreadable: list[int]
 
 
-def readable_batch(items: list[tuple[torch.Tensor | None, int, int]]) -> LoadedBatch:
+def readable_batch(items: list[tuple[torch.Tensor | None, int, int, int]]) -> LoadedBatch:
     """Collate the images that could be read; list the indices of those that could not."""
     kept = [item for item in items if item[0] is not None]
     return LoadedBatch(
-        images=torch.stack([image for image, _, _ in kept]) if kept else None,
-        labels=torch.tensor([label for _, label, _ in kept], dtype=torch.long),
-        indices=torch.tensor([i for _, _, i in kept], dtype=torch.long),
-        unreadable=[i for image, _, i in items if image is None],
+        images=torch.stack([image for image, _, _, _ in kept]) if kept else None,
+        labels=torch.tensor([label for _, label, _, _ in kept], dtype=torch.long),
+        indices=torch.tensor([i for _, _, i, _ in kept], dtype=torch.long),
+        views=torch.tensor([row for _, _, _, row in kept], dtype=torch.long),
+        unreadable=[i for image, _, i, _ in items if image is None],
     )
 
 
@@ -192,6 +223,7 @@ def train_loader(
     start: int,
     end: int,
     workers: int,
+    replay: Replay | None = None,
 ) -> tuple[DataLoader, list[Sample]]:
     """The training batches of steps [start, end), and the flat list of samples their indices point into."""
     flat: list[Sample] = []
@@ -203,7 +235,7 @@ def train_loader(
         flat += samples
     sampler = StepBatches(offsets, per_domain, seed, start, end)
     loader = DataLoader(
-        ImageFiles(root, flat, transform),
+        ImageFiles(root, flat, transform, replay),
         batch_sampler=sampler,
         collate_fn=readable_batch,
         num_workers=workers,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from cache.prompts import anchor_prompt, class_prompts
 from cache.store import EmbeddingCache
+from cache.views import ViewParams
 
 from .blocks import prompt_embedding
 
@@ -18,7 +20,9 @@ class TeacherKnowledge:
     """The cached teacher, in memory: nothing here ever queries the vendor.
 
     Attributes:
-        image_embeddings: (N, D) unit vectors; row `index[key]` belongs to the image with that sha256.
+        image_embeddings: (N + V, D) unit vectors: the N clean images first (row `index[key]` belongs to the image
+            with that sha256), then the V augmented views (`views[key]` lists an image's (view number, row)).
+        view_params: each view's parameters, by its row, for the student to replay it exactly.
         texts: prompt -> (D,) embedding.
         class_names: the prompt words of each class, in label order.
         logit_scale: the teacher's own `s` (from the vendor's `/v1/models`), never hard-coded.
@@ -30,6 +34,8 @@ class TeacherKnowledge:
     class_names: list[str]
     logit_scale: float
     teacher: dict
+    views: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    view_params: dict[int, ViewParams] = field(default_factory=dict)
 
     @classmethod
     def from_cache(cls, cache: EmbeddingCache) -> TeacherKnowledge:
@@ -37,15 +43,28 @@ class TeacherKnowledge:
         if teacher is None or dataset is None:
             raise ValueError(f"{cache.path} holds no teacher or dataset yet; run `vl2v query` first")
         keys, matrix = cache.image_matrix()
+        names, view_matrix, params = cache.view_matrix()
+        views: dict[str, list[tuple[int, int]]] = {}
+        for row, (key, number) in enumerate(names, start=len(keys)):
+            views.setdefault(key, []).append((number, row))
         texts = {p: torch.from_numpy(v.copy()) for p, v in cache.texts().items()}
         return cls(
-            torch.from_numpy(matrix),
+            torch.from_numpy(np.concatenate([matrix, view_matrix])),
             {k: i for i, k in enumerate(keys)},
             texts,
             list(dataset["class_prompts"]),
             float(teacher["logit_scale"]),
             teacher,
+            {k: sorted(v) for k, v in views.items()},
+            {row: ViewParams.from_json(text) for row, text in enumerate(params, start=len(keys))},
         )
+
+    def views_by_key(self, limit: int | None) -> dict[str, tuple[int, ...]]:
+        """The rows of each image's views numbered 1..`limit` (all of them: None), for training to replay."""
+        return {
+            key: tuple(row for number, row in numbered if limit is None or number <= limit)
+            for key, numbered in self.views.items()
+        }
 
     @property
     def dim(self) -> int:

@@ -163,14 +163,18 @@ def unchanged_files(root: Path, keys_by_path: dict[str, str], workers: int = 8) 
 
 
 def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress) -> dict:
-    splits = make_splits(dataset, keys_by_path, target, trial_seed=trial)
+    splits = make_splits(
+        dataset, keys_by_path, target, trial_seed=trial, views_by_key=knowledge.views_by_key(config.views)
+    )
     coverage = splits.coverage()
+    views = sum(len(s.views) for samples in splits.train_sets().values() for s in samples)
     log.info(
-        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)",
+        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)%s",
         target,
         trial,
         sum(c["with_embedding"] for c in coverage.values()),
         sum(c["in_split"] for c in coverage.values()),
+        f", replaying {views} augmented views the teacher embedded" if views else ", augmented at random",
     )
     train = TrainConfig(**(asdict(config.train) | {"seed": config.train.seed + trial}))
     torch.manual_seed(train.seed)  # the student's initial weights (random heads, --no-pretrained backbones)
@@ -283,6 +287,7 @@ def _describe(config: DistillConfig, hparams, knowledge: TeacherKnowledge) -> di
         "hparams": asdict(hparams),
         "teacher": {k: knowledge.teacher.get(k) for k in ("id", "fingerprint", "embedding_dim", "logit_scale")},
         "cached_images": len(knowledge.index),  # the snapshot trained on, should a query still be adding to it
-        "note": "teacher embeddings are of the clean image (one paid query each); augmented views distil toward "
-        "them (METHODS.md, 'The offline cache versus the papers')",
+        "cached_views": len(knowledge.view_params),
+        "note": "a sample with cached augmented views shows one of them, replayed exactly, and distils toward its "
+        "embedding; one without is augmented at random and distils toward its clean image's embedding",
     }

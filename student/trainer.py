@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .averaging import AVERAGING, NoAveraging, State, apply_average
 from .config import TrainConfig
-from .data import LoadedBatch, Normalize, Sample, Splits, eval_loader, train_loader
+from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, train_loader
 from .knowledge import TeacherKnowledge
 from .methods.base import Method, Stage
 
@@ -143,6 +143,7 @@ class Trainer:
             start=start,
             end=self.config.steps,
             workers=self.config.workers,
+            replay=Replay(self.knowledge.view_params, self.method.backbone.image_size),
         )
         rows = torch.tensor([self.knowledge.index[s.key] for s in flat])
         scaler, autocast = self._amp()
@@ -155,7 +156,9 @@ class Trainer:
                 continue  # not one image of this step could be read: it trains nothing
             self._set_lr(optimizer, step)
             torch.manual_seed(self._seed(index) * 1_000_003 + step)  # dropout etc.: a function of the step
-            batch = self._batch(loaded.images, loaded.labels, rows[loaded.indices], step)
+            # The embedding of exactly the view the student sees; the clean image's when it shows a random one.
+            teacher_rows = torch.where(loaded.views >= 0, loaded.views, rows[loaded.indices])
+            batch = self._batch(loaded.images, loaded.labels, teacher_rows, step)
             with autocast():
                 parts = self.method.loss(batch)
             if not torch.isfinite(parts["loss"]):

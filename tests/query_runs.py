@@ -91,13 +91,13 @@ def paid_images(vendor_ledger: list[dict], key_name: str = "carol") -> int:
 
 
 def assert_paid_once(cache_dir: Path, vendor_ledger: list[dict], key_name: str = "carol") -> int:
-    """`cache verify` passes, nothing is left pending, paid images = unique images, and the vendor's ledger
-    equals the cache's, row for row. Returns the number of images."""
+    """`cache verify` passes, nothing is left pending, paid images = unique images (views included), and the
+    vendor's ledger equals the cache's, row for row. Returns the number of images."""
     mine = [r for r in vendor_ledger if r["key_name"] == key_name]
     with EmbeddingCache.open(cache_dir) as cache:
         assert verify_cache(cache) == []
         assert cache.pending() == {}, "a finished run leaves no request pending"
-        unique = cache.counts()["image"]
+        unique = cache.counts()["image"] + cache.counts()["views"]  # augmented views are paid images too
         cache_rows = {r.request_id: (r.images, r.texts, r.tokens, round(r.cost * 1e9)) for r in cache.ledger()}
     vendor_rows = {r["request_id"]: (r["images"], r["texts"], r["tokens"], r["cost"]) for r in mine}
     assert paid_images(vendor_ledger, key_name) == unique, "paid images = unique images"
@@ -111,6 +111,8 @@ class RewritingProxy:
 
     def __init__(self, upstream: str, rewrite) -> None:
         session = requests.Session()
+        self.bodies: list[bytes] = []  # every request body forwarded, in order
+        bodies = self.bodies
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -118,6 +120,8 @@ class RewritingProxy:
             def _forward(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if body:
+                    bodies.append(body)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 answer = session.request(method, upstream + self.path, data=body, headers=headers, timeout=60)
                 kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}

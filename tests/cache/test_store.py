@@ -193,3 +193,20 @@ def test_a_v2_cache_is_read_as_is_and_upgraded_to_v3_by_its_next_writer(tmp_path
         assert cache.schema_version == SCHEMA_VERSION
         assert [k for k, _ in cache._scan("ledger")] == [b"idem-r1"]
         np.testing.assert_array_equal(cache.image("a" * 64), unit(0))
+
+
+def test_a_v3_cache_without_views_is_read_as_is_and_upgraded_to_v4_by_its_next_writer(tmp_path):
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        cache.bind_teacher(TEACHER)
+        cache.commit_images({"a" * 64: (unit(0), ["photo/dog/1.jpg"])}, row("r1", images=1))
+        cache._write(lambda txn: txn.put(b"schema_version", b"3", db=cache._db["meta"]))
+    with EmbeddingCache.open(tmp_path) as cache:
+        assert cache.schema_version == 3 and cache.view_matrix()[1].shape == (0, 4) and not cache.has_view("a", 1)
+    result = CliRunner().invoke(app, ["cache", "upgrade", str(tmp_path)])
+    assert result.exit_code == 0 and f"schema v{SCHEMA_VERSION}" in result.output
+    with EmbeddingCache.open(tmp_path, write=True) as cache:
+        assert cache.schema_version == 4
+        cache.commit_images({}, row("r2", images=1), views={("a" * 64, 1): (unit(1), '{"flip": true}')})
+        names, matrix, params = cache.view_matrix()
+    assert names == [("a" * 64, 1)] and params == ['{"flip": true}']
+    np.testing.assert_array_equal(matrix[0], unit(1))
