@@ -95,3 +95,67 @@ def chart(collected: dict, path: Path) -> None:
     draw.text((margin, 15), "OOD accuracy by target domain", fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
+
+
+NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
+
+
+def demo_chart(result: dict, path: Path) -> None:
+    """The demo at a glance: for the teacher and each student, held-out (OOD) accuracy as a dark bar and
+    source-validation (ID) accuracy as a light one, with chance and ERM's OOD marked."""
+    rows = [
+        (
+            "teacher (zero-shot)",
+            _mean_except(result["teacher_zeroshot"], result["target"]),
+            result["teacher_zeroshot"][result["target"]],
+            (90, 90, 90),
+        )
+    ]
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+    for i, (method, r) in enumerate(result["methods"].items()):
+        rows.append((NAMES.get(method, method), r["id_acc"], r["ood_acc"], palette[i % len(palette)]))
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+    left, right, top, row_h = 170, 180, 70, 44
+    width, height = 860, top + row_h * len(rows) + 56
+    plot = width - left - right
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text(
+        (16, 14),
+        f"Held-out domain '{result['target']}': accuracy of the teacher and each student",
+        fill="black",
+        font=font,
+    )
+    draw.text(
+        (16, 38),
+        f"dark: OOD ({result['target']}), light: ID (source validation); student {result['student']}",
+        fill=(80, 80, 80),
+        font=small,
+    )
+    for tick in range(0, 101, 20):
+        x = left + plot * tick / 100
+        draw.line([(x, top - 6), (x, top + row_h * len(rows))], fill=(225, 225, 225))
+        draw.text((x - 10, top + row_h * len(rows) + 6), f"{tick}%", fill=(80, 80, 80), font=small)
+    for i, (name, id_acc, ood_acc, colour) in enumerate(rows):
+        y = top + i * row_h
+        light = tuple(int(c + (255 - c) * 0.65) for c in colour)
+        draw.text((16, y + 12), name, fill="black", font=font)
+        draw.rectangle([left, y + 6, left + plot * ood_acc, y + 24], fill=colour)
+        draw.rectangle([left, y + 27, left + plot * id_acc, y + 35], fill=light)
+        draw.text((left + plot + 8, y + 8), f"OOD {100 * ood_acc:.1f}%", fill="black", font=font)
+        draw.text((left + plot + 8, y + 26), f"ID {100 * id_acc:.1f}%", fill=(80, 80, 80), font=small)
+    bottom = top + row_h * len(rows)
+    for value, label, colour in [(1 / 8, "chance", (150, 150, 150))] + (
+        [(result["methods"]["erm"]["ood_acc"], "ERM", (31, 119, 180))] if "erm" in result["methods"] else []
+    ):
+        x = left + plot * value
+        for y in range(top - 6, bottom, 6):
+            draw.line([(x, y), (x, y + 3)], fill=colour)
+        draw.text((x + 3, bottom + 20), label, fill=colour, font=small)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def _mean_except(accuracy: dict[str, float], target: str) -> float:
+    sources = [a for d, a in accuracy.items() if d != target]
+    return sum(sources) / len(sources)

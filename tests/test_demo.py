@@ -16,7 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.app import app
-from teacher_service.demo.world import CLASSES, DOMAINS, TRAINING_SEED_BASE, render, write_benchmark
+from student.config import DemoConfig
+from student.demo import _distill_config, gap_closed
+from teacher_service.demo.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from teacher_service.encoder import ClipEncoder, verified_demo_weights
 
 
@@ -30,8 +32,58 @@ def test_the_world_is_deterministic_and_its_styles_differ():
 
 def test_the_benchmark_is_written_in_domainbed_layout(tmp_path):
     folder = write_benchmark(tmp_path, per_class=2)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(DOMAINS)
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(DOMAINS)
     assert len(list(folder.rglob("*.png"))) == len(DOMAINS) * len(CLASSES) * 2
+
+
+def test_a_pattern_shades_only_the_background():
+    plain, patterned = (np.asarray(render("star", "photo", 3, p)).astype(int) for p in (None, 0))
+    changed = (plain != patterned).any(axis=2)
+    assert 0.1 < changed.mean() < 0.6, "stripes over the background, not the whole image"
+    assert (patterned <= plain).all(), "a pattern only darkens"
+
+
+def test_source_classes_carry_their_own_pattern_and_the_target_does_not(tmp_path):
+    folder = write_benchmark(tmp_path, per_class=8, target="sketch", context_bias=1.0)
+
+    def pattern_of(domain: str, label: int, i: int) -> int:
+        pixels = np.asarray(Image.open(folder / domain / CLASSES[label] / f"{i:04d}.png"))
+        matches = [
+            p for p in range(len(PATTERNS)) if np.array_equal(pixels, np.asarray(render(CLASSES[label], domain, i, p)))
+        ]
+        (match,) = matches
+        return match
+
+    assert all(pattern_of("photo", label, i) == label for label in range(len(CLASSES)) for i in range(8))
+    target = [pattern_of("sketch", label, i) == label for label in range(len(CLASSES)) for i in range(8)]
+    assert sum(target) < len(target) / 2, "the target's patterns are drawn at random"
+
+
+def test_a_benchmark_for_another_world_replaces_the_files_of_the_last(tmp_path):
+    def photos(folder) -> list[bytes]:
+        return [path.read_bytes() for path in sorted((folder / "photo").rglob("*.png"))]
+
+    biased = photos(write_benchmark(tmp_path, per_class=2, target="sketch", context_bias=1.0))
+    assert photos(write_benchmark(tmp_path, per_class=2, target="sketch", context_bias=1.0)) == biased
+    assert photos(write_benchmark(tmp_path, per_class=2, target="photo", context_bias=1.0)) != biased, "a new target"
+    with pytest.raises(ValueError, match="context_bias"):
+        write_benchmark(tmp_path, context_bias=1.5)
+
+
+def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
+    methods = {"erm": {"ood_acc": 0.5}, "kd": {"ood_acc": 0.6}, "adip": {"ood_acc": 0.9}}
+    assert gap_closed(0.9, methods) == {"kd": 0.25, "adip": 1.0}
+    assert gap_closed(0.4, methods) == {}, "no gap to close"
+
+
+def test_demo_options_reach_every_distillation():
+    config = DemoConfig(lr=0.01, image_size=32, steps=7, batch_size=3, eval_every=2, student_weights=None)
+    distill = _distill_config(config, "kd")
+    assert distill.overrides["lr"] == "0.01" and distill.image_size == 32 and not distill.pretrained
+    assert (distill.train.steps, distill.train.batch_size, distill.train.eval_every) == (7, 3, 2)
+    assert "lr" not in _distill_config(DemoConfig(), "kd").overrides, "each method's own learning rate by default"
+    quick, full = DemoConfig().quick(), DemoConfig()
+    assert quick.per_class < full.per_class and quick.steps < full.steps
 
 
 def test_the_demo_teacher_loads_by_name_and_is_at_least_90_percent_zero_shot_on_every_domain():
@@ -62,20 +114,24 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
             "6",
             "--student",
             "test_resnet",
+            "--student-weights",
+            "none",
             "--workers",
             "0",
         ],
     )
     assert result.exit_code == 0, result.output
-    for row in ("teacher, zero-shot", "erm (test_resnet)", "kd (test_resnet)", "adip (test_resnet)"):
+    for method in ("erm", "kd", "rise", "scmd", "adip"):
+        assert f"{method} (test_resnet)" in result.stdout
+    for row in ("teacher, zero-shot", "gap closed"):
         assert row in result.stdout
     # Progress says what a step count means: the final model of ADiP comes after two stages of 4 steps.
     assert "adip sketch/trial_0 final model (after 2 stages of 4 steps): source val " in result.stderr
     assert "erm sketch/trial_0 final model (after 1 stage of 4 steps)" in result.stderr
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
-    assert set(summary["methods"]) == {"erm", "kd", "adip"}
-    assert all(0 <= v <= 1 for r in summary["methods"].values() for v in r.values())
+    assert set(summary["methods"]) == {"erm", "kd", "rise", "scmd", "adip"}
+    assert all(0 <= r[k] <= 1 for r in summary["methods"].values() for k in ("id_acc", "ood_acc"))
     assert summary["images_paid"] == len(DOMAINS) * len(CLASSES) * 6
     assert Image.open(tmp_path / "demo.png").size[0] > 100
     assert (tmp_path / "runs" / "adip" / "sketch" / "trial_0" / "model.safetensors").is_file()
@@ -126,10 +182,11 @@ def _no_colour(monkeypatch):
 
 def test_demo_json_prints_one_object_with_the_contracted_keys_and_respects_the_budget(tmp_path):
     args = ["--steps", "2", "--per-class", "4", "--budget", "100", "--methods", "erm", "--student", "test_resnet"]
+    args += ["--student-weights", "none"]
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), *args, "--workers", "0", "--json"])
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.strip().splitlines()
     summary = json.loads(line)
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
-    assert set(summary["methods"]["erm"]) == {"id_acc", "ood_acc"}
+    assert set(summary["methods"]["erm"]) == {"id_acc", "ood_acc", "seconds"}
     assert summary["images_paid"] == 100, "the budget caps what the demo buys (of 128 images)"

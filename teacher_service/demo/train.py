@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..encoder import register_packaged_configs
-from .world import CLASSES, DOMAINS, STYLE_WORDS, STYLES, TRAINING_SEED_BASE, render
+from .world import CLASSES, DOMAINS, PATTERNS, STYLE_WORDS, STYLES, TRAINING_SEED_BASE, render
 
 ARCHITECTURE = "vl2v-demo"
 STYLED = (
@@ -43,7 +43,9 @@ def caption_batch(rng: random.Random, size: int) -> tuple[list, list[str], torch
     images, captions, classes, named, styles = [], [], [], [], []
     for _ in range(size):
         c, s = rng.randrange(len(CLASSES)), rng.randrange(len(STYLES))
-        images.append(render(CLASSES[c], STYLES[s], TRAINING_SEED_BASE + rng.getrandbits(30)))
+        # Half the images get a background pattern drawn at random: never a hint of the class, always seen.
+        pattern = rng.randrange(len(PATTERNS)) if rng.random() < 0.5 else None
+        images.append(render(CLASSES[c], STYLES[s], TRAINING_SEED_BASE + rng.getrandbits(30), pattern))
         generic = rng.random() < 0.35
         template = rng.choice(GENERIC if generic else STYLED)
         captions.append(template.format(cls=CLASSES[c], style=STYLE_WORDS[STYLES[s]]))
@@ -100,14 +102,14 @@ def train(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def zeroshot(model, preprocess, tokenizer, per_class: int = 40) -> dict[str, float]:
-    """Accuracy on the benchmark images (seeds 0..per_class-1), prompt "a photo of a {class}"."""
+    """Accuracy on benchmark images (seeds 0..per_class-1) with random background patterns, "a photo of a {class}"."""
     model.eval()
     text = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}" for c in CLASSES])), dim=-1)
     accuracy = {}
     for domain in DOMAINS:
         correct = 0
         for c, shape in enumerate(CLASSES):
-            pixels = torch.stack([preprocess(render(shape, domain, i)) for i in range(per_class)])
+            pixels = torch.stack([preprocess(render(shape, domain, i, i % len(PATTERNS))) for i in range(per_class)])
             predicted = (F.normalize(model.encode_image(pixels), dim=-1) @ text.T).argmax(1)
             correct += int((predicted == c).sum())
         accuracy[domain] = correct / (per_class * len(CLASSES))

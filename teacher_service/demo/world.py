@@ -2,12 +2,19 @@
 
 Four styles are the benchmark's domains (as PACS has photo, art painting, cartoon and sketch); four more exist
 only in the vendor's training data, so the demo teacher has seen more of the world than any student will.
+
+Backgrounds may carry one of 8 patterns (stripes, dots, rings...). The teacher learns from images whose pattern
+is drawn at random, as CLIP learns from the web's variety of backgrounds. The benchmark gives each class its own
+pattern in most source images (`write_benchmark`): the context bias of real datasets, which an ImageNet student,
+drawn to texture, learns as a shortcut, and which fails it on the target domain.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,10 +205,31 @@ RENDER: dict[str, Callable] = {
 }
 
 
-def render(shape: str, style: str, seed: int) -> Image.Image:
-    """One 64x64 RGB image; the same (shape, style, seed) always gives the same pixels."""
+_Y, _X = np.mgrid[0:SIZE, 0:SIZE]
+PATTERNS = (
+    (_Y // 3) % 2 == 0,  # horizontal stripes
+    (_X // 3) % 2 == 0,  # vertical stripes
+    ((_X + _Y) // 3) % 2 == 0,  # diagonal stripes
+    ((_X - _Y) // 3) % 2 == 0,  # the other diagonal
+    ((_X % 6) < 2) & ((_Y % 6) < 2),  # dots
+    ((_X // 4 + _Y // 4) % 2) == 0,  # checks
+    (np.hypot(_X - SIZE / 2, _Y - SIZE / 2) // 3) % 2 == 0,  # rings
+    ((_X % 6) == 0) | ((_Y % 6) == 0),  # grid
+)
+PATTERN_SHADE = 0.55  # a patterned background pixel keeps this share of its brightness
+
+
+def render(shape: str, style: str, seed: int, pattern: int | None = None) -> Image.Image:
+    """One 64x64 RGB image; the same (shape, style, seed, pattern) always gives the same pixels. `pattern` (an
+    index into `PATTERNS`) shades the background outside the shape; None leaves it plain."""
     rng = random.Random(f"{shape}:{style}:{seed}")
-    return RENDER[style](_place(_outline(shape, rng), rng), rng)
+    polys = _place(_outline(shape, rng), rng)
+    image = RENDER[style](polys, rng)
+    if pattern is None:
+        return image
+    pixels = np.asarray(image).astype(np.float32)
+    pixels[PATTERNS[pattern] & (np.asarray(_mask(polys)) == 0)] *= PATTERN_SHADE
+    return Image.fromarray(pixels.astype(np.uint8))
 
 
 # Seeds of the benchmark images and of the teacher's training images never overlap.
@@ -209,16 +237,37 @@ BENCHMARK_SEEDS = range(0, 1_000_000)
 TRAINING_SEED_BASE = 10_000_000
 
 
-def write_benchmark(root: Path, per_class: int = 40, seed: int = 0) -> Path:
+def write_benchmark(
+    root: Path, per_class: int = 40, seed: int = 0, *, target: str | None = None, context_bias: float = 0.0
+) -> Path:
     """The benchmark in DomainBed layout, `root/vl2v_demo/<domain>/<class>/<i>.png`; returns the dataset folder.
-    Files already written are kept, so a second call is free."""
+
+    Every image has a patterned background. In every domain but `target`, a share `context_bias` of each class's
+    images show that class's own pattern (class i, pattern i); the rest, and every target image, show one drawn at
+    random. With `context_bias` 0 the world has no bias (and no target).
+
+    The world's parameters are written to `world.json`: the files of another world in `root` are replaced, those of
+    this one are kept, so a second call is free.
+    """
+    if target is not None and target not in DOMAINS:
+        raise ValueError(f"target {target!r} is not one of {list(DOMAINS)}")
+    if not 0 <= context_bias <= 1:
+        raise ValueError(f"context_bias must be in [0, 1], got {context_bias}")
     folder = root / "vl2v_demo"
+    world = {"per_class": per_class, "seed": seed, "target": target, "context_bias": context_bias}
+    recorded = folder / "world.json"
+    if folder.exists() and (not recorded.is_file() or json.loads(recorded.read_text()) != world):
+        shutil.rmtree(folder)
     for domain in DOMAINS:
-        for shape in CLASSES:
-            target = folder / domain / shape
-            target.mkdir(parents=True, exist_ok=True)
+        for label, shape in enumerate(CLASSES):
+            images = folder / domain / shape
+            images.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                path = target / f"{i:04d}.png"
+                path = images / f"{i:04d}.png"
                 if not path.exists():
-                    render(shape, domain, seed * 100_000 + i).save(path)
+                    rng = random.Random(f"context:{seed}:{domain}:{shape}:{i}")
+                    biased = domain != target and rng.random() < context_bias
+                    pattern = label if biased else rng.randrange(len(PATTERNS))
+                    render(shape, domain, seed * 100_000 + i, pattern).save(path)
+    recorded.write_text(json.dumps(world))
     return folder

@@ -102,7 +102,7 @@ def test_the_student_reads_an_image_file_as_the_teacher_does(tmp_path):
     grey = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21).astype(np.uint16)
     Image.fromarray(grey).save(tmp_path / "deep.png")
     sample = Sample("deep.png", 0, 0, None)
-    pixels, _, _ = ImageFiles(tmp_path, [sample], T.PILToTensor())[0]
+    pixels, _, _, _ = ImageFiles(tmp_path, [sample], T.PILToTensor())[0]
     with Image.open(tmp_path / "deep.png") as image:
         expected = T.PILToTensor()(to_rgb(image))
     assert torch.equal(pixels, expected) and pixels.float().std() > 50
