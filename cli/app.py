@@ -17,6 +17,7 @@ from .help import CONTEXT, Command, Group
 from .query import query
 from .serve import serve
 from .student_cmds import evaluate, predict, report, zeroshot
+from .sweep import sweep
 
 app = typer.Typer(
     name="vl2v",
@@ -36,6 +37,7 @@ for name, command in [
     ("evaluate", evaluate),
     ("predict", predict),
     ("report", report),
+    ("sweep", sweep),
 ]:
     app.command(name, cls=Command)(command)
 app.add_typer(cache_app, name="cache")

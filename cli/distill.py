@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,7 @@ def distill_command(
     lr: Annotated[float | None, typer.Option(metavar="LR", help="learning rate  [default: the method's]")] = None,
     seed: Seed = 0,
     trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = 1,
+    trial: Annotated[int, typer.Option(metavar="K", help="the first trial's number (its split seed)")] = 0,
     eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _TRAIN.eval_every,
     workers: Workers = _TRAIN.workers,
     device: Device = "auto",
@@ -71,6 +73,15 @@ def distill_command(
             "image's embedding for random augmentations)  [default: every cached view]",
         ),
     ] = None,
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DOMAIN", help="also hold this source domain out (for leave-one-domain-out model selection)"
+        ),
+    ] = None,
+    hparams_seed: Annotated[
+        int, typer.Option(metavar="N", help="which search-space sample --set is, recorded for model selection")
+    ] = 0,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="override a hyper-parameter of the method (repeatable)"),
@@ -86,6 +97,9 @@ def distill_command(
     Each domain splits 80% in / 20% out (seeded by trial and domain). The student trains on the cached `in`
     images of the source domains, is selected on their `out` images (ID accuracy), and is tested on the whole
     target domain (OOD accuracy). The target domain's images never enter a training batch. No teacher query.
+
+    Under torchrun (torchrun --nproc-per-node N -m cli distill ...), the run is shared by N processes (PyTorch
+    DDP: NCCL on GPUs, gloo on CPUs): each trains on its share of every step's batch, and rank 0 writes.
     """
     from student.run import distill
 
@@ -99,18 +113,24 @@ def distill_command(
         pretrained=pretrained,
         student_weights=student_weights,
         trials=trials,
+        first_trial=trial,
         image_size=image_size,
         data_dir=data_dir,
         overrides=overrides,
         resume=resume,
         overwrite=overwrite,
         views=views,
+        holdout=holdout,
+        hparams_seed=hparams_seed,
         train=TrainConfig(
             steps=steps, batch_size=batch_size, eval_every=eval_every, seed=seed, device=device, workers=workers
         ),
     )
-    with TrainingProgress("", enabled=not json_out, console=stderr) as progress:
+    leader = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
+    with TrainingProgress("", enabled=not json_out and leader, console=stderr) as progress:
         summary = distill(config, on_progress=progress.update)
+    if summary is None:
+        return
     if json_out:
         typer.echo(
             json.dumps(

@@ -13,7 +13,8 @@ import typer
 
 from cache.prompts import TEMPLATES
 from cache.store import EmbeddingCache
-from student.report import chart, collect, markdown
+from student.report import chart, markdown
+from student.report import collect as collect_runs
 
 from . import exit_codes
 from .errors import reports_errors, say
@@ -94,17 +95,46 @@ def predict(
 
 @reports_errors
 def report(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN", help="distill run folders")],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN", help="distill run folders, or a sweep's folder")],
     out: Annotated[Path, typer.Option(metavar="FILE", help="Markdown file to write")] = Path("report.md"),
-    chart_path: Annotated[Path, typer.Option("--chart", metavar="FILE", help="PNG chart to write")] = Path(
-        "report.png"
-    ),
+    chart_path: Annotated[Path, typer.Option("--chart", metavar="FILE", help="PNG to write")] = Path("report.png"),
+    selection: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOW",
+            help="DomainBed model selection: iid (training-domain validation), loo (leave-one-domain-out) or "
+            "oracle  [default: iid for a sweep; each run's final model otherwise]",
+        ),
+    ] = None,
+    json_out: Json = False,
 ) -> None:
     """One table of several runs, as Markdown and a chart.
 
-    Methods x target domains: OOD accuracy, mean ± standard error over trials."""
-    collected = collect(runs)
-    text = markdown(collected)
+    Methods x target domains: OOD accuracy, mean ± standard error over trials. For a sweep (or with
+    --selection), DomainBed's model selection picks each run's hyper-parameters and checkpoint, and the table
+    is also written as LaTeX (.tex) and JSON (.json) beside --out."""
+    from student.collect import collect, latex, read_records, table_png
+    from student.collect import markdown as sweep_markdown
+
+    is_sweep = any((run / "sweep.json").is_file() for run in runs)
+    if selection is None and not is_sweep:
+        collected = collect_runs(runs)
+        text = markdown(collected)
+        out.write_text(text)
+        chart(collected, chart_path)
+        typer.echo(json.dumps(collected) if json_out else text + f"\nwrote {out} and {chart_path}")
+        return
+    records = [r for run in runs for r in read_records(run)]
+    if not records:
+        raise ValueError(f"no results.jsonl under {', '.join(map(str, runs))}")
+    collected = collect(records, selection or "iid")
+    text = sweep_markdown(collected)
     out.write_text(text)
-    chart(collected, chart_path)
-    typer.echo(text + f"\nwrote {out} and {chart_path}")
+    out.with_suffix(".tex").write_text(latex(collected))
+    out.with_suffix(".json").write_text(json.dumps(collected, indent=2))
+    table_png(collected, chart_path)
+    typer.echo(
+        json.dumps(collected)
+        if json_out
+        else text + f"\nwrote {out}, {out.with_suffix('.tex')}, {out.with_suffix('.json')} and {chart_path}"
+    )

@@ -42,11 +42,14 @@ class DistillConfig:
     pretrained: bool = True
     student_weights: str | None = None
     trials: int = 1
+    first_trial: int = 0  # trials first_trial .. first_trial + trials - 1 (a sweep runs one at a time)
     image_size: int = 224
     data_dir: Path | None = None  # where the images are now, if they moved since the query
     overrides: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     views: int | None = None  # replay up to this many cached views per image (0: the clean image); None: all
+    holdout: str | None = None  # a source domain also held out (leave-one-domain-out model selection)
+    hparams_seed: int = 0  # which sample of the method's search space the overrides are (a sweep's bookkeeping)
     resume: bool = False
     overwrite: bool = False  # replace the run already in `out`
 
@@ -54,6 +57,8 @@ class DistillConfig:
         check_method_name(self.method)
         if self.trials < 1:
             raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        if self.first_trial < 0:
+            raise ValueError(f"--trial must be >= 0, got {self.first_trial}")
         if self.image_size < 8:
             raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
         if self.views is not None and self.views < 0:

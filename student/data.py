@@ -7,7 +7,7 @@ A run resumed at step k therefore sees exactly the batches an uninterrupted run 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +50,16 @@ class Splits:
     domains: tuple[str, ...]
     test_domain: int
     splits: dict[int, tuple[list[Sample], list[Sample]]]
+    holdout: int | None = None  # a source domain held out too, for leave-one-domain-out model selection
 
     @property
     def sources(self) -> list[int]:
-        return [d for d in range(len(self.domains)) if d != self.test_domain]
+        return [d for d in range(len(self.domains)) if d not in (self.test_domain, self.holdout)]
+
+    @property
+    def test_envs(self) -> list[int]:
+        """DomainBed's `test_envs`: the target, then the held-out source domain if there is one."""
+        return [self.test_domain] + ([self.holdout] if self.holdout is not None else [])
 
     def train_sets(self) -> dict[int, list[Sample]]:
         """Source `in` samples with a cached teacher embedding; the target domain is never among them."""
@@ -72,10 +78,13 @@ def make_splits(
     test_domain: str,
     trial_seed: int,
     views_by_key: dict[str, tuple[int, ...]] | None = None,
+    holdout: str | None = None,
 ) -> Splits:
     domains = dataset.domains
     if test_domain not in domains:
         raise ValueError(f"--test-domain {test_domain!r} is not one of {list(domains)}")
+    if holdout is not None and (holdout not in domains or holdout == test_domain):
+        raise ValueError(f"--holdout {holdout!r} must be one of {list(domains)} other than the test domain")
     by_domain: dict[int, list[Sample]] = {i: [] for i in range(len(domains))}
     index = {d: i for i, d in enumerate(domains)}
     views_by_key = views_by_key or {}
@@ -84,7 +93,10 @@ def make_splits(
         sample = Sample(f.path, f.label, index[f.domain], key, views_by_key.get(key, ()) if key else ())
         by_domain[index[f.domain]].append(sample)
     return Splits(
-        domains, index[test_domain], {d: domainbed_split(samples, trial_seed, d) for d, samples in by_domain.items()}
+        domains,
+        index[test_domain],
+        {d: domainbed_split(samples, trial_seed, d) for d, samples in by_domain.items()},
+        index[holdout] if holdout is not None else None,
     )
 
 
@@ -189,17 +201,27 @@ def readable_batch(items: list[tuple[torch.Tensor | None, int, int, int]]) -> Lo
 
 
 class StepBatches(Sampler):
-    """Yields, for steps start..end-1, `per_domain` (index, augmentation seed) pairs from every source domain."""
+    """Yields, for steps start..end-1, `per_domain` (index, augmentation seed) pairs from every source domain: the
+    whole plan, or, for one of several processes, its share (`share`, every world-th pair)."""
 
-    def __init__(self, offsets: list[tuple[int, int]], per_domain: int, seed: int, start: int, end: int) -> None:
+    def __init__(
+        self,
+        offsets: list[tuple[int, int]],
+        per_domain: int,
+        seed: int,
+        start: int,
+        end: int,
+        share: Callable[[list], list] = lambda plan: plan,
+    ) -> None:
         self.offsets, self.per_domain, self.seed, self.start, self.end = offsets, per_domain, seed, start, end
+        self.share = share
 
     def __len__(self) -> int:
         return self.end - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.end):
-            yield batch_plan(self.offsets, self.per_domain, self.seed, step)
+            yield self.share(batch_plan(self.offsets, self.per_domain, self.seed, step))
 
 
 def batch_plan(offsets: list[tuple[int, int]], per_domain: int, seed: int, step: int) -> list[tuple[int, int]]:
@@ -224,8 +246,10 @@ def train_loader(
     end: int,
     workers: int,
     replay: Replay | None = None,
+    share: Callable[[list], list] = lambda plan: plan,
 ) -> tuple[DataLoader, list[Sample]]:
-    """The training batches of steps [start, end), and the flat list of samples their indices point into."""
+    """The training batches of steps [start, end) (this process's `share` of each), and the flat list of samples
+    their indices point into."""
     flat: list[Sample] = []
     offsets = []
     for samples in train_sets.values():
@@ -233,7 +257,7 @@ def train_loader(
             raise ValueError("a source domain has no cached training image; query more of it (`vl2v query`)")
         offsets.append((len(flat), len(samples)))
         flat += samples
-    sampler = StepBatches(offsets, per_domain, seed, start, end)
+    sampler = StepBatches(offsets, per_domain, seed, start, end, share)
     loader = DataLoader(
         ImageFiles(root, flat, transform, replay),
         batch_sampler=sampler,

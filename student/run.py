@@ -26,6 +26,7 @@ from cache.store import EmbeddingCache
 from .checkpoint import MODEL_FILE, save_student
 from .config import DistillConfig, TrainConfig
 from .data import eval_transform, make_splits, train_transform
+from .distributed import Ranks, process_group, ranks_from_environment
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context
@@ -51,8 +52,15 @@ _RESUMABLE_CHANGES = {
 }
 
 
-def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None) -> dict:
-    """Train and evaluate; returns the summary (also written to RUN/summary.json)."""
+def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None) -> dict | None:
+    """Train and evaluate; returns the summary (also written to RUN/summary.json). Under torchrun, every rank
+    trains its share and rank 0 alone writes and returns the summary (the others return None)."""
+    ranks = ranks_from_environment()
+    with process_group(ranks, config.train.device) as device:
+        return _distill(config, on_progress, ranks, device)
+
+
+def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> dict | None:
     method_cls = get_method(config.method)
     hparams = method_cls.Hparams.with_overrides(config.overrides)
     with EmbeddingCache.open(config.cache_dir) as cache:
@@ -66,13 +74,17 @@ def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] 
         if target not in dataset.domains:
             raise ValueError(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
     described = json.loads(json.dumps(_describe(config, hparams, knowledge), default=str))
-    _claim_out(config, described)
-    keys_by_path, changed = unchanged_files(dataset.root, keys_by_path)
+    ranks.on_leader(lambda: _claim_out(config, described))
+    keys_by_path, changed = ranks.on_leader(lambda: unchanged_files(dataset.root, keys_by_path))
+    train = TrainConfig(**(asdict(config.train) | {"device": device}))
 
     runs = []
     for target in targets:
-        for trial in range(config.trials):
-            runs.append(_one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress))
+        for trial in range(config.first_trial, config.first_trial + config.trials):
+            run = _one_run(config, train, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks)
+            runs.append(run)
+    if not ranks.leader:
+        return None
     summary = _summarise(config, runs, dataset.domains) | {"changed_since_bought": changed}
     (config.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -162,7 +174,7 @@ def unchanged_files(root: Path, keys_by_path: dict[str, str], workers: int = 8) 
     return kept, {"changed": len(changed), "missing": len(missing), "examples": (changed + missing)[:5]}
 
 
-def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress) -> dict:
+def _one_run(config, train, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks) -> dict:
     splits = make_splits(
         dataset, keys_by_path, target, trial_seed=trial, views_by_key=knowledge.views_by_key(config.views)
     )
@@ -176,7 +188,7 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         sum(c["in_split"] for c in coverage.values()),
         f", replaying {views} augmented views the teacher embedded" if views else ", augmented at random",
     )
-    train = TrainConfig(**(asdict(config.train) | {"seed": config.train.seed + trial}))
+    train = TrainConfig(**(asdict(train) | {"seed": config.train.seed + trial}))
     torch.manual_seed(train.seed)  # the student's initial weights (random heads, --no-pretrained backbones)
     backbone = _backbone(config)
     spec = REGISTRY.get(dataset.name)
@@ -191,9 +203,10 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         "args": {
             "dataset": dataset.name,
             "algorithm": config.method,
-            "test_envs": [splits.test_domain],
+            "test_envs": splits.test_envs,
+            "domains": list(dataset.domains),
             "trial_seed": trial,
-            "hparams_seed": 0,
+            "hparams_seed": config.hparams_seed,
             "seed": train.seed,
             "student": config.student,
         },
@@ -213,8 +226,11 @@ def _one_run(config, hparams, knowledge, dataset, keys_by_path, target, trial, o
         run_dir,
         record_base,
         on_progress=lambda p: on_progress(f"{config.method} {target}/trial_{trial}", p),
+        ranks=ranks,
     )
     final = trainer.fit(resume=config.resume)
+    if final is None:  # not rank 0: rank 0 writes the student and reports
+        return {}
     save_student(
         method,
         run_dir / MODEL_FILE,

@@ -22,6 +22,7 @@ from torch import Tensor
 from .averaging import AVERAGING, NoAveraging, State, apply_average
 from .config import TrainConfig
 from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, train_loader
+from .distributed import SINGLE, Ranks
 from .knowledge import TeacherKnowledge
 from .methods.base import Method, Stage
 
@@ -88,31 +89,46 @@ class Trainer:
         run_dir: Path,
         record_base: dict,
         on_progress: Callable[[Progress], None] = lambda p: None,
+        ranks: Ranks = SINGLE,
     ) -> None:
         self.method, self.knowledge, self.splits, self.root = method, knowledge, splits, root
         self.train_transform, self.eval_transform = transforms
-        self.config, self.run_dir, self.record_base, self.on_progress = config, run_dir, record_base, on_progress
+        self.config, self.run_dir, self.record_base = config, run_dir, record_base
+        self.ranks = ranks
+        self.on_progress = on_progress if ranks.leader else lambda p: None
+        global_batch = config.batch_size * len(splits.sources)
+        if global_batch % ranks.world:
+            raise ValueError(
+                f"a step's {global_batch} images (--batch-size {config.batch_size} x {len(splits.sources)} source "
+                f"domains) do not split evenly over {ranks.world} processes"
+            )
         self.unreadable: set[str] = set()  # files no loader could read, by path
+        self._version, self._evaluated = 0, (-1, {})  # weight updates so far; the last evaluation, at which one
         self._where = Progress("", 0, len(method.stages()), 0, config.steps, {}, None, 0.0, None)
         self.device = resolve_device(config.device)
         # Channels-last convolutions: faster on GPUs and on CPUs too (here: training +6%, evaluation +40%).
         self.method.to(self.device, memory_format=torch.channels_last)
+        ranks.broadcast_state(self.method)  # every rank starts from rank 0's weights
         self.normalize = Normalize(method.backbone.mean, method.backbone.std)
-        self.evaluation = EvaluationSet(splits, root, self.eval_transform, config)
+        self.evaluation = EvaluationSet(splits, root, self.eval_transform, config) if ranks.leader else None
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
-    def fit(self, resume: bool = False) -> dict:
-        """Run every stage, then evaluate the final weights; returns the final record."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def fit(self, resume: bool = False) -> dict | None:
+        """Run every stage, then evaluate the final weights; returns the final record (None on ranks but 0)."""
         stages = self.method.stages()
         start_stage, start_step, saved = 0, 0, None
+        if self.ranks.leader:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ranks.barrier()
         if resume and (self.run_dir / CHECKPOINT).is_file():
             saved = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
             self.method.load_state_dict(saved["model"])
+            self._weights_changed()
             start_stage, start_step = saved["stage"], saved["step"]
-            _truncate(self.run_dir / RESULTS, saved["records"])
-        elif (self.run_dir / RESULTS).exists():
+            if self.ranks.leader:
+                _truncate(self.run_dir / RESULTS, saved["records"])
+        elif self.ranks.leader and (self.run_dir / RESULTS).exists():
             (self.run_dir / RESULTS).unlink()
         for index in range(start_stage, len(stages)):
             self._run_stage(
@@ -120,6 +136,8 @@ class Trainer:
             )
             saved = None
         self._where.stage, self._where.step = "final", self.config.steps
+        if not self.ranks.leader:
+            return None
         return self._record("final", self.config.steps * len(stages), {}, final=True)
 
     def _run_stage(self, index: int, stage: Stage, start: int, saved: dict | None) -> None:
@@ -144,32 +162,39 @@ class Trainer:
             end=self.config.steps,
             workers=self.config.workers,
             replay=Replay(self.knowledge.view_params, self.method.backbone.image_size),
+            share=self.ranks.share,
         )
         rows = torch.tensor([self.knowledge.index[s.key] for s in flat])
         scaler, autocast = self._amp()
         started, losses, seen = time.perf_counter(), {}, 0
         self._where.stage, self._where.stage_index = stage.name, index + 1
         self.method.train()
+        trained = [p for group in stage.param_groups for p in group["params"]]
         for step, loaded in enumerate(loader, start=start):
             self._note_unreadable(flat, loaded.unreadable)
-            if loaded.images is None:
+            if loaded.images is None and not self.ranks.distributed:
                 continue  # not one image of this step could be read: it trains nothing
             self._set_lr(optimizer, step)
             torch.manual_seed(self._seed(index) * 1_000_003 + step)  # dropout etc.: a function of the step
-            # The embedding of exactly the view the student sees; the clean image's when it shows a random one.
-            teacher_rows = torch.where(loaded.views >= 0, loaded.views, rows[loaded.indices])
-            batch = self._batch(loaded.images, loaded.labels, teacher_rows, step)
-            with autocast():
-                parts = self.method.loss(batch)
-            if not torch.isfinite(parts["loss"]):
-                raise TrainingDiverged(self.method.name, stage.name, step, parts)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts["loss"]).backward()
+            if loaded.images is not None:
+                # The embedding of exactly the view the student sees; the clean image's when it shows a random one.
+                teacher_rows = torch.where(loaded.views >= 0, loaded.views, rows[loaded.indices])
+                batch = self._batch(loaded.images, loaded.labels, teacher_rows, step)
+                with autocast():
+                    parts = self.method.loss(batch)
+                if not torch.isfinite(parts["loss"]):
+                    raise TrainingDiverged(self.method.name, stage.name, step, parts)
+                scaler.scale(parts["loss"]).backward()
+            self.ranks.average_gradients(trained)  # every rank takes part, whatever its share held
             scaler.step(optimizer)
+            self._weights_changed()
             scaler.update()
-            averager.after_step(self.method, step)
-            losses = {k: float(v.detach()) for k, v in parts.items()}
-            done, seen = step + 1, seen + len(loaded.indices)
+            if self.ranks.leader:
+                averager.after_step(self.method, step)
+            mine = {k: float(v.detach()) for k, v in parts.items()} if loaded.images is not None else None
+            losses = self.ranks.mean(mine, len(loaded.indices)) or losses
+            done, seen = step + 1, seen + len(loaded.indices) * self.ranks.world
             elapsed = time.perf_counter() - started
             left = self.config.steps - done + self.config.steps * (len(self.method.stages()) - index - 1)
             self._report(
@@ -179,19 +204,24 @@ class Trainer:
                 images_per_s=seen / max(elapsed, 1e-9),
                 eta_s=elapsed / (done - start) * left,
             )
-            if done % self.config.eval_every == 0 or done == self.config.steps:
-                record = self._record(stage.name, done, losses)
+            evaluation_due = done % self.config.eval_every == 0 or done == self.config.steps
+            if evaluation_due and self.ranks.leader:  # the others train on: the next all-reduce waits for it
+                record = self._record(stage.name, self.config.steps * index + done, losses)
                 averager.after_eval(self.method, done, record["source_val_loss"])
                 if record["source_val_acc"] > best[0]:
                     best = (record["source_val_acc"], _copy_params(self.method))
                 self._checkpoint(index, done, optimizer, averager, best)
                 self.method.train()
-        if stage.restore_best and best[1] is not None:
-            apply_average(self.method, best[1])
-        elif not isinstance(averager, NoAveraging):
-            apply_average(self.method, averager.averaged(self.method))
-        self.averaging_summary = averager.summary()
-        self._checkpoint(index + 1, 0, None, None, (-math.inf, None))
+        if self.ranks.leader:
+            if stage.restore_best and best[1] is not None:
+                apply_average(self.method, best[1])
+                self._weights_changed()
+            elif not isinstance(averager, NoAveraging):
+                apply_average(self.method, averager.averaged(self.method))
+                self._weights_changed()
+            self.averaging_summary = averager.summary()
+            self._checkpoint(index + 1, 0, None, None, (-math.inf, None))
+        self.ranks.broadcast_state(self.method)  # the next stage starts from rank 0's chosen weights everywhere
 
     def _report(self, event: str, **changes: object) -> None:
         for name, value in changes.items():
@@ -291,12 +321,22 @@ class Trainer:
         ) / max(target_total, 1)
         return out
 
+    def _weights_changed(self) -> None:
+        self._version += 1
+
+    def _evaluation(self) -> dict:
+        """`evaluate()`, or its last result when the weights have not changed since (the final record after a step
+        that was just evaluated)."""
+        if self._evaluated[0] != self._version:
+            self._evaluated = (self._version, self.evaluate())
+        return self._evaluated[1]
+
     def _record(self, stage: str, step: int, losses: dict, final: bool = False) -> dict:
         record = {
             **self.record_base,
             "stage": stage,
             "step": step,
-            **self.evaluate(),
+            **self._evaluation(),
             **{f"loss_{k}": v for k, v in losses.items()},
         }
         if final:
@@ -340,7 +380,7 @@ class EvaluationSet:
             members = splits.splits[d][0 if part == "in" else 1]
             self.samples += members
             group_of += [g] * len(members)
-            validation += [part == "out" and d != splits.test_domain] * len(members)
+            validation += [part == "out" and d in splits.sources] * len(members)
         self.group_of = torch.tensor(group_of, dtype=torch.long)
         self.is_validation = torch.tensor(validation, dtype=torch.bool)
         self._loader = eval_loader(root, self.samples, transform, config.eval_batch_size, config.workers)

@@ -8,18 +8,23 @@ the backbone and is SWAD-averaged. Prediction: s * cos(P f(x), t_c), the frozen 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
 from ..blocks import cosine_distill, projector
 from . import register_method
-from .base import Hparams, Method, Stage, _check
+from .base import Hparams, Method, Space, Stage, Uniform, _check
 
 
 @dataclass(frozen=True)
 class AdipHparams(Hparams):
     distill_weight: float = 0.5  # lambda (paper and code)
     averaging: str = "swad"  # stage 2 is reported SWAD-averaged
+
+    SEARCH: ClassVar[dict[str, Space]] = Hparams.SEARCH | {
+        "distill_weight": Uniform(0.25, 0.75, "VL2V-ADiP ablates lambda around 0.5"),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -15,6 +17,40 @@ from ..models import Backbone
 
 OPTIMIZERS = ("adam", "sgd")
 AVERAGING = ("none", "swad", "sma")
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """10 ** U(log10 low, log10 high), as DomainBed draws learning rates and weight decays."""
+
+    low: float
+    high: float
+    source: str
+
+    def draw(self, rng: random.Random) -> float:
+        return 10 ** rng.uniform(math.log10(self.low), math.log10(self.high))
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+    source: str
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+    source: str
+
+    def draw(self, rng: random.Random) -> object:
+        return rng.choice(self.values)
+
+
+Space = LogUniform | Uniform | Choice
 
 
 @dataclass(frozen=True)
@@ -32,6 +68,13 @@ class Hparams:
     swad_tolerance_ratio: float = 0.3
     sma_start: int = 300  # SMA from step 300 (SCMD)
 
+    # Where a sweep draws each searched hyper-parameter from (its default stays the paper's, and sample 0 of a
+    # sweep is the defaults). Subclasses extend it.
+    SEARCH: ClassVar[dict[str, Space]] = {
+        "lr": LogUniform(1e-5, 10**-3.5, "DomainBed hparams_registry: lr = 10^U(-5, -3.5)"),
+        "weight_decay": LogUniform(1e-6, 1e-2, "DomainBed hparams_registry: weight_decay = 10^U(-6, -2)"),
+    }
+
     def __post_init__(self) -> None:
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {list(OPTIMIZERS)}")
         _check(self.averaging in AVERAGING, "averaging", f"must be one of {list(AVERAGING)}")
@@ -39,6 +82,15 @@ class Hparams:
         _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         _check(self.lr_decay_at is None or 0 < self.lr_decay_at < 1, "lr_decay_at", "must be in (0, 1)")
         _check(self.swad_n_converge >= 1 and self.swad_n_tolerance >= 1, "swad_n_converge", "must be >= 1")
+
+    @classmethod
+    def sample(cls, index: int, seed: str) -> dict[str, str]:
+        """Sample `index` of the search space, as `--set` overrides: sample 0 is the defaults (no override), the
+        others are drawn from `SEARCH` with a generator seeded by (`seed`, index), so a sweep is reproducible."""
+        if index == 0:
+            return {}
+        rng = random.Random(f"hparams:{seed}:{index}")
+        return {name: repr(space.draw(rng)) for name, space in sorted(cls.SEARCH.items())}
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, str]) -> Hparams:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..blocks import kd_loss
 from . import register_method
-from .base import Hparams, Method, _check
+from .base import Choice, Hparams, Method, Space, Uniform, _check
 
 
 @dataclass(frozen=True)
 class KdHparams(Hparams):
     kd_weight: float = 0.5  # lambda; SCMD's KD baseline
     temperature: float = 3.0  # T; SCMD and RISE
+
+    SEARCH: ClassVar[dict[str, Space]] = Hparams.SEARCH | {
+        "kd_weight": Uniform(0.1, 1.0, "around SCMD's KD baseline (0.5)"),
+        "temperature": Choice((1.0, 2.0, 3.0, 4.0), "around the T = 3 of SCMD and RISE"),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

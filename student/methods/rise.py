@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ..blocks import cosine_distill, kd_loss
 from . import register_method
-from .base import Hparams, Method, _check
+from .base import Choice, Hparams, LogUniform, Method, Space, _check
 
 log = logging.getLogger("vl2v.rise")
 
@@ -36,6 +37,12 @@ class RiseHparams(Hparams):
     ce_weight: float | None = None
     distance_weight: float = 1.0  # w_d, searched in {0.5, 1, 2}
     relative_scale: float = 10.0  # the 10 in RD
+
+    SEARCH: ClassVar[dict[str, Space]] = {
+        "lr": LogUniform(1e-4, 1e-2, "around the official code's SGD lr 1e-3"),
+        "weight_decay": LogUniform(1e-5, 1e-3, "around the official code's 5e-4"),
+        "distance_weight": Choice((0.5, 1.0, 2.0), "RISE searches w_d in {0.5, 1, 2}"),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ..blocks import cosine_logits, kd_loss, projector
 from . import register_method
-from .base import Hparams, Method, Stage, _check
+from .base import Choice, Hparams, Method, Space, Stage, Uniform, _check
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class ScmdHparams(Hparams):
     scale_lr: float = 1e-4
     init_scale: float = 1 / 0.07
     max_scale: float = 100.0
+
+    SEARCH: ClassVar[dict[str, Space]] = Hparams.SEARCH | {
+        "hard_fraction": Choice((0.1, 0.2, 0.3), "around SCMD's 20%"),
+        "kd_weight": Uniform(0.25, 1.0, "around SCMD's 0.5"),
+        "cross_modal_weight": Uniform(0.25, 1.0, "around SCMD's 0.5"),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

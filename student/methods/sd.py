@@ -7,18 +7,23 @@ method that needs the teacher's weights (a local open_clip checkpoint).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
 from ..blocks import cosine_distill
 from . import register_method
-from .base import Hparams, Method, _check
+from .base import Hparams, Method, Space, Uniform, _check
 
 
 @dataclass(frozen=True)
 class SdHparams(Hparams):
     distill_weight: float = 0.5
     averaging: str = "swad"
+
+    SEARCH: ClassVar[dict[str, Space]] = Hparams.SEARCH | {
+        "distill_weight": Uniform(0.25, 0.75, "as VL2V-ADiP's lambda"),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
