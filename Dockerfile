@@ -12,7 +12,7 @@ COPY teacher_service ./teacher_service
 COPY cache ./cache
 COPY student ./student
 COPY cli ./cli
-RUN pip install . \
+RUN pip install ".[postgres]" \
     && useradd --create-home --uid 1000 vl2v \
     && mkdir -p /models /state \
     && chown vl2v:vl2v /models /state

@@ -70,6 +70,9 @@ def serve(
     idempotency_ttl_s: Annotated[
         float, _opt("idempotency_ttl_s", "seconds an answer is replayed free under its Idempotency-Key")
     ] = _D["idempotency_ttl_s"],
+    idempotency_lock_s: Annotated[
+        float, _opt("idempotency_lock_s", "seconds an in-flight key is held (a dead replica's, then taken over)")
+    ] = _D["idempotency_lock_s"],
     max_batch: Annotated[int, _opt("max_batch", "items per model call")] = _D["max_batch"],
     batch_wait_ms: Annotated[float, _opt("batch_wait_ms", "ms a batch waits to fill")] = _D["batch_wait_ms"],
     decode_workers: Annotated[int, _opt("decode_workers", "image decoding threads")] = _D["decode_workers"],
@@ -77,7 +80,8 @@ def serve(
 ) -> None:
     """Serve CLIP embeddings behind a keyed, billed, rate-limited API (the vendor emulator).
 
-    Keys come from VL2V_API_KEYS="alice:sk-alice:10.0,bob:sk-bob:2.5" or --keys-file, never from a flag.
+    Keys come from VL2V_API_KEYS="alice:sk-alice:10.0,bob:sk-bob:2.5" or --keys-file, never from a flag; so does
+    the ledger replicas share, VL2V_DATABASE_URL=postgresql://... (default: SQLite in --state-dir).
     """
     options = {k: v for k, v in locals().items() if v is not None}
     from teacher_service.billing import open_billing
@@ -123,12 +127,12 @@ def serve(
     )
     server = uvicorn.Server(config)
     log.info(
-        "serving %s on http://%s:%d (%d keys, state in %s)",
+        "serving %s on http://%s:%d (%d keys, ledger in %s)",
         settings.model,
         settings.host,
         listening.getsockname()[1],
         len(keys),
-        settings.state_dir,
+        store.path,
     )
     server.run(sockets=[listening])
     if failed:

@@ -1,33 +1,46 @@
 """The vendor's books: keyed key hashes, balances, one ledger row per charged request, idempotency records.
 
-Money is stored as integer nano-units of the price currency, so balances add up exactly. Everything lives in
-one SQLite file (WAL, synchronous=FULL) that survives restarts; a charge, its ledger row and its idempotency
-record are one transaction. Keys are stored as HMAC-SHA256 under a server secret kept beside the database (a
-leaked database alone does not let anyone test guesses). The state folder is owner-only, and the store refuses to
-charge once its file is gone or replaced (a deleted state folder, a volume mounted elsewhere).
+Money is stored as integer nano-units of the price currency, so balances add up exactly. The books live in one
+database (`ledger_db`): an SQLite file in the state folder (the embedded default, one replica) or a PostgreSQL
+database that every replica shares. A charge, its ledger row and its idempotency record are one transaction, and
+the balance is debited by a conditional UPDATE, so two replicas never both spend the last of it.
+
+Idempotency follows Stripe's design: a key is claimed by a row marked in flight, with a lock that expires (a
+replica that dies mid-request leaves a claim another replica takes over after `idempotency_lock_s`); a
+completed request stores its answer, replayed free by any replica for `idempotency_ttl_s`. Should two replicas
+ever compute the same key (a lock that expired under a slow request), the first to charge wins and the second
+answers with the first one's stored response, uncharged.
+
+Keys are stored as HMAC-SHA256 under a server secret kept in the state folder, never in the database (a leaked
+database alone does not let anyone test guesses); replicas share the secret through that folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
-import sqlite3
-import threading
-import time
+import socket
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BillingUnavailable, IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
+from .errors import IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
+from .ledger_db import BillingMissing, Database, connect
+from .ratelimit import Bucket
 from .settings import ApiKey, ConfigError, Settings
 
 log = logging.getLogger("vl2v.teacher")
 
+__all__ = ["BILLING_DB", "NANOS", "SECRET_FILE", "BillingMissing", "BillingStore", "open_billing"]
+
 NANOS = 1_000_000_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,26 +76,57 @@ CREATE TABLE IF NOT EXISTS idempotency (
     headers TEXT NOT NULL,
     body BLOB NOT NULL,
     created_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'done',
+    owner TEXT,
+    locked_until REAL,
     PRIMARY KEY (key_id, idempotency_key)
+);
+CREATE TABLE IF NOT EXISTS rate (
+    key_id INTEGER NOT NULL REFERENCES keys(id),
+    unit TEXT NOT NULL,
+    tokens REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (key_id, unit)
 );
 """
 
+# v1 -> v2: idempotency claims became rows (shared by replicas), and rate-limit buckets can live in the database.
+_MIGRATE_V1 = """
+ALTER TABLE idempotency ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
+ALTER TABLE idempotency ADD COLUMN owner TEXT;
+ALTER TABLE idempotency ADD COLUMN locked_until REAL;
+"""
 
 SECRET_FILE = "key-hash.secret"
 BILLING_DB = "billing.sqlite3"
+IN_FLIGHT, DONE = "in_flight", "done"
 
 
 def to_nanos(amount: float) -> int:
     return round(amount * NANOS)
 
 
+def replica_name() -> str:
+    """This process, as an in-flight claim names its owner: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_other_process(pid: int) -> bool:
+    """Whether `pid` is a running process other than this one."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # running, as another user
+        return True
+    return True
+
+
 def hash_key(secret: str, server_secret: bytes) -> str:
     """HMAC-SHA256 of an API key under the server's secret: what the database stores and compares."""
     return hmac.new(server_secret, secret.encode(), hashlib.sha256).hexdigest()
-
-
-class BillingMissing(ConfigError):
-    """No billing database where one is expected, and creating a new one was not asked for."""
 
 
 def prepare_state_dir(state_dir: Path) -> None:
@@ -96,20 +140,27 @@ def prepare_state_dir(state_dir: Path) -> None:
 
 
 def server_secret(state_dir: Path) -> bytes:
-    """The key-hashing secret in `state_dir`, created (0600) on first use."""
+    """The key-hashing secret in `state_dir`, created (0600) on first use. Replicas starting together on one
+    folder agree on it: the file appears whole, by a hard link, or not at all."""
     path = state_dir / SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_bytes()
-        if len(value) < 32:
-            raise ConfigError(f"{path} is damaged ({len(value)} bytes); delete it and restart") from None
-        return value
-    except OSError as e:
-        raise ConfigError(f"cannot create {path}: {e.strerror or e}") from None
-    value = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(value)
+    if not path.exists():
+        try:
+            fd, draft = tempfile.mkstemp(dir=state_dir, prefix=".secret-")  # mode 0600
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(draft, path)  # fails if another process got there first: then its secret is the one
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(draft)
+        except OSError as e:
+            raise ConfigError(f"cannot create {path}: {e.strerror or e}") from None
+    value = path.read_bytes()
+    if len(value) < 32:
+        raise ConfigError(f"{path} is damaged ({len(value)} bytes); delete it and restart")
     return value
 
 
@@ -138,6 +189,15 @@ class StoredResponse:
 
 
 @dataclass(frozen=True)
+class Charged:
+    """What `charge` did: debited (`balance` left) or, when another replica completed the same idempotency key
+    first, nothing (`replay` is its stored answer)."""
+
+    balance: int
+    replay: StoredResponse | None = None
+
+
+@dataclass(frozen=True)
 class UsageTotals:
     balance: int
     spent: int
@@ -148,82 +208,107 @@ class UsageTotals:
 
 
 class BillingStore:
-    """Thread-safe access to the billing database; one instance per service process.
+    """Thread-safe access to the books; one instance per service process, any number of processes per database.
 
     Args:
-        path: the SQLite file, inside the service's state folder.
-        create: make a new, empty database if `path` does not exist. Otherwise a missing file is refused: a
-            state folder mounted in the wrong place must not hand every key its starting balance again.
+        db: the database (`ledger_db.connect`).
+        secret: the key-hashing secret (`server_secret`).
         idempotency_ttl_s: how long a completed answer is kept for replay (Stripe keeps them 24 hours); after
             that, the same key starts a new, charged request.
+        idempotency_lock_s: how long an in-flight claim holds its key against other requests; a claim left by a
+            replica that died is taken over after it.
     """
 
-    def __init__(self, path: Path, *, create: bool = True, idempotency_ttl_s: float = 86_400.0) -> None:
-        prepare_state_dir(path.parent)
-        if not path.exists():
-            if not create:
-                raise BillingMissing(
-                    f"no billing database at {path}, and keys are configured. If this is the vendor's first start, "
-                    "pass --create-billing (VL2V_CREATE_BILLING=1) once; otherwise the state folder is not the one "
-                    "that held the ledger (check the volume or --state-dir)"
-                )
-            log.warning("creating a new billing database at %s", path)
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except OSError as e:
-                raise ConfigError(f"cannot create {path}: {e.strerror or e}") from None
-        self.path = path
-        self._secret = server_secret(path.parent)
-        try:
-            self._db = self._connect(path)
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open the billing database {path}: {e}") from None
-        self._identity = _identity(path)
-        self._lock = threading.Lock()
-        self._inflight: set[tuple[int, str]] = set()
+    def __init__(
+        self,
+        db: Database,
+        secret: bytes,
+        *,
+        idempotency_ttl_s: float = 86_400.0,
+        idempotency_lock_s: float = 90.0,
+    ) -> None:
+        self.db = db
+        self._secret = secret
         self._accounts: dict[str, Account] = {}
         self.idempotency_ttl_s = idempotency_ttl_s
-        with self._lock:
-            self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (time.time() - idempotency_ttl_s,))
+        self.idempotency_lock_s = idempotency_lock_s
+        self._migrate()
+        with db.transaction() as cursor:
+            cursor.execute(
+                f"DELETE FROM idempotency WHERE state = '{DONE}' AND created_at < ?",
+                (db.now(cursor) - idempotency_ttl_s,),
+            )
+        self._free_claims_of_dead_processes()
 
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(_SCHEMA)
-        found = db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-        if found is None:
-            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) != SCHEMA_VERSION:
-            raise ConfigError(f"{path}: billing schema v{found[0]}, this service needs v{SCHEMA_VERSION}")
-        return db
+    def _free_claims_of_dead_processes(self) -> None:
+        """Claims left in flight by an earlier vendor process on this host (killed, crashed, or this container
+        before a restart, with the same pid) are freed now rather than when their lock expires: a client
+        re-sending the request need not wait `idempotency_lock_s`. Other hosts' claims expire on their own."""
+        host, _ = replica_name().split(":")
+        with self.db.transaction() as cursor:
+            claims = cursor.execute(
+                f"SELECT key_id, idempotency_key, owner FROM idempotency WHERE state = '{IN_FLIGHT}'"
+            )
+            for key_id, idempotency_key, owner in claims:
+                owner_host, _, rest = (owner or "").partition(":")
+                pid = rest.split("/", 1)[0]
+                if owner_host == host and pid.isdigit() and not _alive_other_process(int(pid)):
+                    cursor.execute(
+                        "UPDATE idempotency SET locked_until = 0 WHERE key_id = ? AND idempotency_key = ? "
+                        "AND owner = ?",
+                        (key_id, idempotency_key, owner),
+                    )
+
+    def _migrate(self) -> None:
+        self.db.create_schema(_SCHEMA.split("CREATE TABLE IF NOT EXISTS idempotency")[0])
+        with self.db.transaction(exclusive=True) as cursor:
+            found = cursor.execute("SELECT value FROM meta WHERE name = 'schema_version'")
+            version = int(found[0][0]) if found else None
+            if version == 1:
+                log.warning("upgrading the billing database %s from schema v1 to v%d", self.db, SCHEMA_VERSION)
+                for statement in filter(str.strip, _MIGRATE_V1.split(";")):
+                    cursor.execute(statement)
+            elif version not in (None, SCHEMA_VERSION):
+                raise ConfigError(f"{self.db}: billing schema v{version}, this service needs v{SCHEMA_VERSION}")
+        self.db.create_schema(_SCHEMA)
+        with self.db.transaction(exclusive=True) as cursor:
+            cursor.execute("DELETE FROM meta WHERE name = 'schema_version'")
+            cursor.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def check_present(self) -> None:
-        """Raise `BillingUnavailable` (503) if the database file was deleted or replaced since it was opened."""
-        if _identity(self.path) != self._identity:
-            raise BillingUnavailable(
-                "the billing database is gone or was replaced while the service ran; nothing can be charged "
-                "until the service is restarted on the right state folder"
-            )
+        """Raise `BillingUnavailable` (503) if the database is gone, replaced or unreachable."""
+        self.db.check_present()
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
+
+    @property
+    def path(self) -> str:
+        return str(self.db)
 
     def sync_keys(self, keys: list[ApiKey]) -> None:
         """Make the configured keys the active ones. A key seen before keeps its balance and history."""
-        now = time.time()
         hashes = {key.name: hash_key(key.secret, self._secret) for key in keys}
-        with self._lock, self._transaction():
-            self._db.execute("UPDATE keys SET active = 0")
+        check = hash_key("vl2v: the secret the key hashes were made with", self._secret)[:16]
+        with self.db.transaction(exclusive=True) as cursor:
+            recorded = cursor.execute("SELECT value FROM meta WHERE name = 'secret_check'")
+            if recorded and recorded[0][0] != check:
+                raise ConfigError(
+                    f"the key-hashing secret ({SECRET_FILE} in the state folder) is not the one the billing database "
+                    f"{self.db} was written with: every replica needs the same {SECRET_FILE} (a shared state volume, "
+                    "or the file copied to each machine)"
+                )
+            if not recorded:
+                cursor.execute("INSERT INTO meta VALUES ('secret_check', ?)", (check,))
+            now = self.db.now(cursor)
+            cursor.execute("UPDATE keys SET active = 0")
             for key in keys:
-                self._db.execute(
+                cursor.execute(
                     "INSERT INTO keys (name, key_hash, balance, created_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash, active = 1",
                     (key.name, hashes[key.name], to_nanos(key.balance), now),
                 )
-            rows = self._db.execute("SELECT id, name FROM keys WHERE active = 1").fetchall()
+            rows = cursor.execute("SELECT id, name FROM keys WHERE active = 1")
         # From this process's own hashes, not the table's: the table is a record, not the authority.
         self._accounts = {hashes[n]: Account(i, n, hashes[n][:8]) for i, n in rows}
 
@@ -237,72 +322,98 @@ class BillingStore:
         return match
 
     def balance(self, account: Account) -> int:
-        with self._lock:
-            return self._db.execute("SELECT balance FROM keys WHERE id = ?", (account.id,)).fetchone()[0]
+        with self.db.transaction() as cursor:
+            return cursor.execute("SELECT balance FROM keys WHERE id = ?", (account.id,))[0][0]
 
     def usage(self, account: Account) -> UsageTotals:
-        with self._lock:
-            row = self._db.execute(
+        with self.db.transaction() as cursor:
+            row = cursor.execute(
                 "SELECT balance, spent, images, texts, tokens, requests FROM keys WHERE id = ?", (account.id,)
-            ).fetchone()
+            )[0]
         return UsageTotals(*row)
 
     def ledger(self, account: Account | None = None) -> list[dict]:
         """Ledger rows, oldest first; all accounts' when `account` is None."""
-        query = "SELECT l.*, k.name AS key_name FROM ledger l JOIN keys k ON k.id = l.key_id"
+        names = ["id", "request_id", "key_id", "idempotency_key", "images", "texts", "tokens", "cost", "created_at"]
+        query = f"SELECT {', '.join('l.' + n for n in names)}, k.name FROM ledger l JOIN keys k ON k.id = l.key_id"
         args: tuple = ()
         if account is not None:
             query, args = query + " WHERE l.key_id = ?", (account.id,)
-        with self._lock:
-            cursor = self._db.execute(query + " ORDER BY l.id", args)
-            names = [c[0] for c in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        with self.db.transaction() as cursor:
+            rows = cursor.execute(query + " ORDER BY l.id", args)
+        return [dict(zip([*names, "key_name"], row, strict=True)) for row in rows]
 
-    def claim(self, account: Account, idempotency_key: str, body_hash: str) -> StoredResponse | None:
-        """Start a request under an idempotency key: the stored response if it already completed, else None.
+    # -- idempotency ------------------------------------------------------------------------------------------
+
+    def claim(self, account: Account, idempotency_key: str, body_hash: str, owner: str) -> StoredResponse | None:
+        """Start a request under an idempotency key: the stored response if it already completed, else None
+        (the key is now `owner`'s until it charges, releases, or its lock expires).
 
         Raises:
             IdempotencyMismatch: the key was used with a different body.
-            IdempotencyConflict: a request with this key is still in flight.
+            IdempotencyConflict: a request with this key is in flight, here or on another replica.
             BillingUnavailable: the database is gone.
         """
         self.check_present()
-        with self._lock:
-            row = self._db.execute(
-                "SELECT body_hash, status, headers, body FROM idempotency "
-                "WHERE key_id = ? AND idempotency_key = ? AND created_at >= ?",
-                (account.id, idempotency_key, time.time() - self.idempotency_ttl_s),
-            ).fetchone()
-            if row is None:  # never used, or expired: an expired record makes way for the new request's
-                self._db.execute(
-                    "DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?", (account.id, idempotency_key)
-                )
-            if row is None and (account.id, idempotency_key) in self._inflight:
-                raise IdempotencyConflict(
-                    "a request with this Idempotency-Key is still in progress; retry later",
-                    param="Idempotency-Key",
-                )
-            if row is None:
-                self._inflight.add((account.id, idempotency_key))
+        key = (account.id, idempotency_key)
+        with self.db.transaction() as cursor:
+            now = self.db.now(cursor)
+            taken = cursor.execute(
+                "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, "
+                f"state, owner, locked_until) VALUES (?, ?, ?, 0, '{{}}', ?, ?, '{IN_FLIGHT}', ?, ?) "
+                "ON CONFLICT (key_id, idempotency_key) DO NOTHING RETURNING 1",
+                (*key, body_hash, b"", now, owner, now + self.idempotency_lock_s),
+            )
+            if taken:
                 return None
-        if row[0] != body_hash:
+            state, stored_hash, status, headers, body, created_at, locked_until = cursor.execute(
+                "SELECT state, body_hash, status, headers, body, created_at, locked_until FROM idempotency "
+                "WHERE key_id = ? AND idempotency_key = ?" + self.db.for_update,
+                key,
+            )[0]
+            completed = state == DONE and created_at >= now - self.idempotency_ttl_s
+            if not completed and state == IN_FLIGHT and locked_until > now:
+                raise IdempotencyConflict(
+                    "a request with this Idempotency-Key is still in progress; retry later", param="Idempotency-Key"
+                )
+            if not completed:  # expired, or abandoned by a replica that died: this request takes it over
+                cursor.execute(
+                    f"UPDATE idempotency SET state = '{IN_FLIGHT}', body_hash = ?, owner = ?, locked_until = ?, "
+                    "created_at = ? WHERE key_id = ? AND idempotency_key = ?",
+                    (body_hash, owner, now + self.idempotency_lock_s, now, *key),
+                )
+                return None
+        if stored_hash != body_hash:
             raise IdempotencyMismatch(
                 "this Idempotency-Key was already used with a different request body", param="Idempotency-Key"
             )
-        return StoredResponse(status=row[1], headers=json.loads(row[2]), body=row[3])
+        return StoredResponse(status=status, headers=json.loads(headers), body=bytes(body))
+
+    def shared_buckets(self) -> DatabaseBuckets | None:
+        """Rate-limit buckets in the database, when other replicas share it (None: keep them in memory)."""
+        return DatabaseBuckets(self.db) if self.db.shared else None
 
     def has_response(self, account: Account, idempotency_key: str) -> bool:
         """Whether a completed answer is stored under this key (a retry of it will be a free replay)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND created_at >= ?",
-                (account.id, idempotency_key, time.time() - self.idempotency_ttl_s),
-            ).fetchone()
-        return row is not None
+        with self.db.transaction() as cursor:
+            return bool(
+                cursor.execute(
+                    f"SELECT 1 FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND state = '{DONE}' "
+                    "AND created_at >= ?",
+                    (account.id, idempotency_key, self.db.now(cursor) - self.idempotency_ttl_s),
+                )
+            )
 
-    def release(self, account: Account, idempotency_key: str) -> None:
-        with self._lock:
-            self._inflight.discard((account.id, idempotency_key))
+    def release(self, account: Account, idempotency_key: str, owner: str) -> None:
+        """Give up `owner`'s claim on a key (its request failed before charging): the key is free again."""
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                f"DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND state = '{IN_FLIGHT}' "
+                "AND owner = ?",
+                (account.id, idempotency_key, owner),
+            )
+
+    # -- charging ---------------------------------------------------------------------------------------------
 
     def charge(
         self,
@@ -312,28 +423,36 @@ class BillingStore:
         *,
         idempotency: tuple[str, str] | None = None,
         response: StoredResponse | None = None,
-    ) -> int:
+    ) -> Charged:
         """Debit `charge.cost`, write its ledger row and (with a key) the replayable response, atomically.
-
-        Returns:
-            The balance left, in nanos.
 
         Raises:
             InsufficientQuota: the balance does not cover the cost; nothing is written.
-            BillingUnavailable: the database file is gone or replaced; nothing is written.
+            BillingUnavailable: the database is gone, replaced or unreachable; nothing is written.
         """
         self.check_present()
-        now = time.time()
-        with self._lock, self._transaction():
-            balance = self._db.execute("SELECT balance FROM keys WHERE id = ?", (account.id,)).fetchone()[0]
-            if balance < charge.cost:
-                raise InsufficientQuota(_quota_message(charge.cost, balance))
-            self._db.execute(
+        with self.db.transaction() as cursor:
+            now = self.db.now(cursor)
+            if idempotency is not None:
+                done = cursor.execute(
+                    "SELECT status, headers, body FROM idempotency WHERE key_id = ? AND idempotency_key = ? "
+                    f"AND state = '{DONE}' AND created_at >= ?" + self.db.for_update,
+                    (account.id, idempotency[0], now - self.idempotency_ttl_s),
+                )
+                if done:  # another replica finished this key while this one computed it: it is paid for
+                    status, headers, body = done[0]
+                    balance = cursor.execute("SELECT balance FROM keys WHERE id = ?", (account.id,))[0][0]
+                    return Charged(balance, StoredResponse(status, json.loads(headers), bytes(body)))
+            left = cursor.execute(
                 "UPDATE keys SET balance = balance - ?, spent = spent + ?, images = images + ?, "
-                "texts = texts + ?, tokens = tokens + ?, requests = requests + 1 WHERE id = ?",
-                (charge.cost, charge.cost, charge.images, charge.texts, charge.tokens, account.id),
+                "texts = texts + ?, tokens = tokens + ?, requests = requests + 1 WHERE id = ? AND balance >= ? "
+                "RETURNING balance",
+                (charge.cost, charge.cost, charge.images, charge.texts, charge.tokens, account.id, charge.cost),
             )
-            self._db.execute(
+            if not left:
+                balance = cursor.execute("SELECT balance FROM keys WHERE id = ?", (account.id,))[0][0]
+                raise InsufficientQuota(_quota_message(charge.cost, balance))
+            cursor.execute(
                 "INSERT INTO ledger (request_id, key_id, idempotency_key, images, texts, tokens, cost, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -348,8 +467,13 @@ class BillingStore:
                 ),
             )
             if idempotency is not None and response is not None:
-                self._db.execute(
-                    "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?)",
+                cursor.execute(
+                    "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, "
+                    f"state, owner, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?, '{DONE}', ?, NULL) "
+                    "ON CONFLICT (key_id, idempotency_key) DO UPDATE SET body_hash = excluded.body_hash, "
+                    "status = excluded.status, headers = excluded.headers, body = excluded.body, "
+                    "created_at = excluded.created_at, state = excluded.state, owner = excluded.owner, "
+                    "locked_until = NULL",
                     (
                         account.id,
                         idempotency[0],
@@ -358,33 +482,42 @@ class BillingStore:
                         json.dumps(response.headers),
                         response.body,
                         now,
+                        request_id,
                     ),
                 )
-            return balance - charge.cost
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+            return Charged(left[0][0])
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+class DatabaseBuckets:
+    """Rate-limit buckets as rows of the shared database, read and written under a row lock: a limit holds for a
+    key across every replica. Time is the database's clock, the one the replicas share."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+    @contextlib.contextmanager
+    def hold(self, account_id: int, capacities: dict[str, float]) -> Iterator[dict[str, Bucket]]:
+        with self.db.transaction() as cursor:
+            now = self.db.now(cursor)
+            held = {}
+            for unit, capacity in capacities.items():
+                cursor.execute(
+                    "INSERT INTO rate (key_id, unit, tokens, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (key_id, unit) DO NOTHING",
+                    (account_id, unit, capacity, now),
+                )
+                tokens, updated = cursor.execute(
+                    "SELECT tokens, updated FROM rate WHERE key_id = ? AND unit = ?" + self.db.for_update,
+                    (account_id, unit),
+                )[0]
+                held[unit] = Bucket(capacity, min(tokens, capacity), min(updated, now))
+                held[unit].refill(now)
+            yield held
+            for unit, bucket in held.items():
+                cursor.execute(
+                    "UPDATE rate SET tokens = ?, updated = ? WHERE key_id = ? AND unit = ?",
+                    (bucket.tokens, bucket.updated, account_id, unit),
+                )
 
 
 def _quota_message(cost: int, balance: int) -> str:
@@ -398,21 +531,30 @@ def check_affordable(cost: int, balance: int) -> None:
 
 
 def open_billing(settings: Settings) -> BillingStore:
-    """The billing database with the configured keys active. A missing database is created only when no keys are
-    configured or `create_billing` is set (the first start), and always with a log line saying so.
+    """The books with the configured keys active: the database `settings.database_url` names, or the SQLite file
+    in the state folder. A missing database is created only when no keys are configured or `create_billing` is
+    set (the first start), and always with a log line saying so.
 
     Raises:
-        ConfigError: a bad key entry, a state folder that cannot be written, or a missing database not to create.
+        ConfigError: a bad key entry, a state folder that cannot be written, a database that cannot be reached,
+            or a missing database not to create.
     """
     keys = settings.load_api_keys()
-    store = BillingStore(
-        settings.state_dir / BILLING_DB,
-        create=settings.create_billing or not keys,
-        idempotency_ttl_s=settings.idempotency_ttl_s,
-    )
+    prepare_state_dir(settings.state_dir)
+    secret = server_secret(settings.state_dir)
+    db = connect(settings.database_url, settings.state_dir / BILLING_DB, create=settings.create_billing or not keys)
     try:
+        store = BillingStore(
+            db,
+            secret,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            idempotency_lock_s=settings.idempotency_lock_s,
+        )
         store.sync_keys(keys)
-    except sqlite3.Error as e:
-        store.close()
-        raise ConfigError(f"cannot write the billing database {store.path}: {e}") from None
+    except ConfigError:
+        db.close()
+        raise
+    except Exception as e:  # sqlite3.Error, psycopg.Error: the database refused a write
+        db.close()
+        raise ConfigError(f"cannot write the billing database {db}: {e}") from None
     return store

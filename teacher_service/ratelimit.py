@@ -1,18 +1,27 @@
-"""Per-key rate limits on requests and images, as token buckets that refill continuously over a minute."""
+"""Per-key rate limits on requests and images, as token buckets that refill continuously over a minute.
+
+Where the buckets live decides what a limit means: in this process's memory (one replica: the SQLite default), or
+in the database the replicas share (`BillingStore.shared_buckets`), where each check reads and writes the key's
+rows under a row lock, so a limit holds for the key across every replica together.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import InvalidRequest, RateLimited
 
 
 @dataclass
-class _Bucket:
+class Bucket:
+    """`tokens` of `capacity` at time `updated`; refills `capacity` per minute."""
+
     capacity: float
     tokens: float
     updated: float
@@ -26,6 +35,36 @@ class _Bucket:
         return max(0.0, (amount - self.tokens) * 60.0 / self.capacity)
 
 
+Held = contextlib.AbstractContextManager[dict[str, Bucket]]
+
+
+class Buckets(Protocol):
+    def hold(self, account_id: int, capacities: dict[str, float]) -> Held:
+        """The account's buckets, full when new and refilled to now, for the block; what the block takes from them
+        is kept, unless it raises."""
+        ...
+
+
+class MemoryBuckets:
+    """Buckets in this process."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[tuple[int, str], Bucket] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, account_id: int, capacities: dict[str, float]) -> Iterator[dict[str, Bucket]]:
+        with self._lock:
+            now = self._clock()
+            held = {}
+            for unit, capacity in capacities.items():
+                bucket = self._buckets.setdefault((account_id, unit), Bucket(capacity, capacity, now))
+                bucket.refill(now)
+                held[unit] = bucket
+            yield held
+
+
 class RateLimiter:
     """`requests_per_min` and `images_per_min` per account; 0 means unlimited.
 
@@ -33,11 +72,15 @@ class RateLimiter:
     `x-ratelimit-*` headers, or takes nothing and raises `RateLimited` with the wait.
     """
 
-    def __init__(self, requests_per_min: int, images_per_min: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        requests_per_min: int,
+        images_per_min: int,
+        clock: Callable[[], float] = time.monotonic,
+        buckets: Buckets | None = None,
+    ) -> None:
         self._limits = {"requests": requests_per_min, "images": images_per_min}
-        self._clock = clock
-        self._buckets: dict[tuple[int, str], _Bucket] = {}
-        self._lock = threading.Lock()
+        self._buckets = buckets or MemoryBuckets(clock)
 
     def check(self, account_id: int, images: int, requests: int = 1) -> dict[str, str]:
         """Take `requests` requests and `images` images from the account's buckets (or raise `RateLimited`)."""
@@ -50,10 +93,11 @@ class RateLimiter:
                     "split it into smaller requests",
                     param="input",
                 )
-        with self._lock:
-            now = self._clock()
-            buckets = {unit: self._bucket(account_id, unit, now) for unit in wanted if self._limits[unit]}
-            wait = max((b.wait_for(wanted[u]) for u, b in buckets.items()), default=0.0)
+        capacities = {unit: float(self._limits[unit]) for unit in wanted if self._limits[unit]}
+        if not capacities:
+            return {}
+        with self._buckets.hold(account_id, capacities) as buckets:
+            wait = max(bucket.wait_for(wanted[unit]) for unit, bucket in buckets.items())
             if wait > 0:
                 raise RateLimited(
                     f"rate limit reached for {', '.join(self._describe(u) for u in buckets)}; retry in {wait:.2f}s",
@@ -64,18 +108,10 @@ class RateLimiter:
                 bucket.tokens -= wanted[unit]
             return self._headers(buckets)
 
-    def _bucket(self, account_id: int, unit: str, now: float) -> _Bucket:
-        bucket = self._buckets.get((account_id, unit))
-        if bucket is None:
-            capacity = float(self._limits[unit])
-            bucket = self._buckets[(account_id, unit)] = _Bucket(capacity, capacity, now)
-        bucket.refill(now)
-        return bucket
-
     def _describe(self, unit: str) -> str:
         return f"{self._limits[unit]} {unit}/min"
 
-    def _headers(self, buckets: dict[str, _Bucket]) -> dict[str, str]:
+    def _headers(self, buckets: dict[str, Bucket]) -> dict[str, str]:
         headers = {}
         for unit, bucket in buckets.items():
             headers[f"x-ratelimit-limit-{unit}"] = str(self._limits[unit])

@@ -142,7 +142,9 @@ class ServiceState:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_images)
+        self.limiter = RateLimiter(
+            settings.rate_limit_requests, settings.rate_limit_images, buckets=store.shared_buckets()
+        )
         self.faults = FaultInjector(settings)
         self.large_bodies = asyncio.Semaphore(1)  # JSON parsing holds the GIL: one large body at a time
         self.teacher: Teacher | None = None

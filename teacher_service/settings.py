@@ -101,7 +101,14 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    state_dir: Path = Field(Path("./state"), description="SQLite billing ledger and balances live here")
+    state_dir: Path = Field(
+        Path("./state"), description="the key-hashing secret, and the SQLite ledger when no database_url is given"
+    )
+    database_url: str | None = Field(
+        None,
+        repr=False,
+        description="postgresql://USER:PASSWORD@HOST/DB: one ledger shared by replicas (default: SQLite in state_dir)",
+    )
 
     # Keys: `name:key:balance` entries, from VL2V_API_KEYS and/or a file with one entry per line.
     api_keys: str = Field("", repr=False, description="name:key:balance[,name:key:balance...]")
@@ -112,6 +119,12 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="seconds a completed answer is kept for free replay (Stripe: 24 h); later, the key is new",
+    )
+    idempotency_lock_s: float = Field(
+        90.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds an in-flight Idempotency-Key is held; a dead replica's claim is taken over after it",
     )
     create_billing: bool = Field(
         False,
@@ -152,7 +165,7 @@ class Settings(BaseSettings):
     )
     fault_seed: int = 0
 
-    @field_validator("pretrained", "served_model_id", "keys_file", mode="before")
+    @field_validator("pretrained", "served_model_id", "keys_file", "database_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

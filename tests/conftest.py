@@ -22,6 +22,8 @@ from teacher_service.encoder import register_packaged_configs
 from teacher_service.runtime import EncoderFactory, load_encoder
 from teacher_service.settings import Settings
 
+from .postgres import PostgresServer, postgres_server
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VL2V_TEST_DATA", REPO.parent / "shared" / "data"))
 PACS_MINI = DATA / "pacs-mini"
@@ -61,12 +63,33 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "vl2v-tiny.safetensors")
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session; each test that wants one makes its own database."""
+    with postgres_server(free_port()) as server:
+        yield server
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, tiny_checkpoint: Path) -> Callable[..., Settings]:
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """The billing database `make_settings` names: None (the SQLite file in the state folder) unless a test asks
+    for another backend, `@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)`, which gives each
+    PostgreSQL run a new database on the session's server."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, tiny_checkpoint: Path, database_url: str | None) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:
         values = dict(
             model=TINY,
             pretrained=str(tiny_checkpoint),
+            database_url=database_url,
             state_dir=tmp_path / "state",
             api_keys=KEYS,
             create_billing=True,

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from ..billing import NANOS, Account, Charge, StoredResponse, check_affordable, to_nanos
+from ..billing import NANOS, Account, Charge, StoredResponse, check_affordable, replica_name, to_nanos
 from ..deps import AccountDep, StateDep, TeacherDep
 from ..errors import InvalidInput, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout, invalid_body
 from ..faults import cut_off
@@ -80,18 +80,24 @@ async def create_embeddings(
     # A stored answer is replayed before anything else is checked: what was charged is always delivered, even
     # after the model was renamed or a limit lowered.
     body_hash = request_digest(body, teacher.encoder.info.fingerprint)
-    stored = store.claim(account, idempotency_key, body_hash)
+    owner = f"{replica_name()}/{request.state.request_id}"  # which replica holds the key, for operators
+    stored = store.claim(account, idempotency_key, body_hash, owner)
     if stored is not None:
-        replay = {**stored.headers, **headers, REPLAYED_HEADER: "true", COST_HEADER: "0"}
-        content = _as_requested(stored.body, body)
-        return Response(content, status_code=stored.status, media_type="application/json", headers=replay)
+        return _replay(stored, body, headers)
     try:
         texts, images = _split_inputs(body, teacher, state)
         return await _embed_and_charge(
             body, texts, images, request, state, account, teacher, headers, (idempotency_key, body_hash)
         )
-    finally:
-        store.release(account, idempotency_key)
+    finally:  # a charged key is no longer in flight, so this only frees the key of a request that failed
+        store.release(account, idempotency_key, owner)
+
+
+def _replay(stored: StoredResponse, body: EmbeddingRequest, headers: dict[str, str]) -> Response:
+    """A completed answer again, free."""
+    replay = {**stored.headers, **headers, REPLAYED_HEADER: "true", COST_HEADER: "0"}
+    content = _as_requested(stored.body, body)
+    return Response(content, status_code=stored.status, media_type="application/json", headers=replay)
 
 
 def request_digest(body: EmbeddingRequest, fingerprint: str) -> str:
@@ -258,7 +264,7 @@ async def _embed_and_charge(
     )
     content = payload.model_dump_json().encode()
     replay_headers = {"x-original-request-id": request_id}
-    balance = await asyncio.to_thread(
+    charged = await asyncio.to_thread(
         state.store.charge,
         account,
         request_id,
@@ -266,11 +272,13 @@ async def _embed_and_charge(
         idempotency=idempotency,
         response=StoredResponse(200, replay_headers, content) if idempotency else None,
     )
+    if charged.replay is not None:  # another replica completed this key first: its answer, and no charge
+        return _replay(charged.replay, body, headers)
     state.metrics.images.inc(charge.images)
     state.metrics.texts.inc(charge.texts)
     headers = headers | {
         COST_HEADER: f"{charge.cost / NANOS:.9f}",
-        BALANCE_HEADER: f"{balance / NANOS:.9f}",
+        BALANCE_HEADER: f"{charged.balance / NANOS:.9f}",
         REQUEST_ID_HEADER: request_id,
     }
     if state.faults.drop_after_charge():

@@ -45,6 +45,7 @@ def test_the_vendor_killed_mid_request_three_times_loses_and_double_bills_nothin
     assert query.returncode == 0, err
     assert "connection aborted" in err, "a request was in flight when the vendor died"
     assert err.count("retrying /v1/embeddings") >= KILLS
+    assert "HTTP 409" not in err, "a restarted vendor frees the claims of the process it replaced at once"
     ledger = read_vendor_ledger(state)
     assert assert_paid_once(cache, ledger) == BUDGET
     balance, spent = read_vendor_balances(state)["carol"]

@@ -16,7 +16,7 @@ import pytest
 from teacher_service.billing import BILLING_DB, SECRET_FILE, BillingMissing, open_billing
 from teacher_service.schema import encode_vector
 
-from ..conftest import run_service
+from ..conftest import BACKENDS, run_service
 from .test_api_contract import embed, image
 from .test_errors import assert_error
 from .test_idempotency_and_ledger import post
@@ -81,6 +81,7 @@ def test_a_missing_billing_database_is_created_only_when_asked_and_with_a_log_li
     assert "creating" not in caplog.text
 
 
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_replays_are_free_but_count_against_the_request_rate_limit(make_settings):
     with run_service(make_settings(rate_limit_requests=3)) as service:
         assert post(service, ["a dog"], "k-1").status_code == 200
@@ -91,6 +92,7 @@ def test_replays_are_free_but_count_against_the_request_rate_limit(make_settings
         assert len(service.state.store.ledger()) == 1
 
 
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_a_replay_is_answered_even_when_the_balance_is_spent(make_settings, jpeg_bytes):
     with run_service(make_settings(api_keys="dana:sk-dana:0.0001", price_per_image=0.0001)) as service:
         first = post(service, [image(jpeg_bytes[0])], "k-1", api_key="sk-dana")
@@ -100,6 +102,7 @@ def test_a_replay_is_answered_even_when_the_balance_is_spent(make_settings, jpeg
         assert_error(post(service, [image(jpeg_bytes[1])], "k-2", api_key="sk-dana"), 402, "insufficient_quota")
 
 
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_renaming_the_served_model_keeps_old_idempotency_keys_replayable(make_settings, jpeg_bytes):
     settings = make_settings(served_model_id="clip-2024")
     inputs = [image(jpeg_bytes[0]), "a dog"]

@@ -6,13 +6,16 @@ import concurrent.futures
 import threading
 
 import numpy as np
+import pytest
 
 from teacher_service.runtime import load_encoder
 from teacher_service.schema import decode_vector
 
-from ..conftest import run_service
+from ..conftest import BACKENDS, run_service
 from .test_api_contract import embed, image
 from .test_errors import assert_error
+
+pytestmark = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 
 
 def post(service, inputs, key: str, api_key: str = "sk-alice-secret", model: str = "vl2v-tiny"):
