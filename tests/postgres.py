@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,18 +72,6 @@ def postgres_server(port: int) -> Iterator[PostgresServer]:
                 [*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
             )
         shutil.rmtree(root, ignore_errors=True)
-
-
-def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
-        time.sleep(0.1)
 
 
 def _run(command: list[str]) -> None:
