@@ -358,19 +358,25 @@ class BillingStore:
         key = (account.id, idempotency_key)
         with self.db.transaction() as cursor:
             now = self.db.now(cursor)
-            taken = cursor.execute(
-                "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, "
-                f"state, owner, locked_until) VALUES (?, ?, ?, 0, '{{}}', ?, ?, '{IN_FLIGHT}', ?, ?) "
-                "ON CONFLICT (key_id, idempotency_key) DO NOTHING RETURNING 1",
-                (*key, body_hash, b"", now, owner, now + self.idempotency_lock_s),
-            )
-            if taken:
-                return None
-            state, stored_hash, status, headers, body, created_at, locked_until = cursor.execute(
-                "SELECT state, body_hash, status, headers, body, created_at, locked_until FROM idempotency "
-                "WHERE key_id = ? AND idempotency_key = ?" + self.db.for_update,
-                key,
-            )[0]
+            # The row that stopped the insert may be gone by the time it is read (its request failed and released
+            # the key): then the insert is tried again.
+            while True:
+                taken = cursor.execute(
+                    "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, "
+                    f"state, owner, locked_until) VALUES (?, ?, ?, 0, '{{}}', ?, ?, '{IN_FLIGHT}', ?, ?) "
+                    "ON CONFLICT (key_id, idempotency_key) DO NOTHING RETURNING 1",
+                    (*key, body_hash, b"", now, owner, now + self.idempotency_lock_s),
+                )
+                if taken:
+                    return None
+                found = cursor.execute(
+                    "SELECT state, body_hash, status, headers, body, created_at, locked_until FROM idempotency "
+                    "WHERE key_id = ? AND idempotency_key = ?" + self.db.for_update,
+                    key,
+                )
+                if found:
+                    break
+            state, stored_hash, status, headers, body, created_at, locked_until = found[0]
             completed = state == DONE and created_at >= now - self.idempotency_ttl_s
             if not completed and state == IN_FLIGHT and locked_until > now:
                 raise IdempotencyConflict(
