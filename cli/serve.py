@@ -75,6 +75,9 @@ def serve(
     ] = _D["idempotency_lock_s"],
     max_batch: Annotated[int, _opt("max_batch", "items per model call")] = _D["max_batch"],
     batch_wait_ms: Annotated[float, _opt("batch_wait_ms", "ms a batch waits to fill")] = _D["batch_wait_ms"],
+    batch_admit_ms: Annotated[
+        float, _opt("batch_admit_ms", "ms an image batch also waits for images of admitted requests")
+    ] = _D["batch_admit_ms"],
     decode_workers: Annotated[int, _opt("decode_workers", "image decoding threads")] = _D["decode_workers"],
     log_level: Annotated[str, _opt("log_level", "debug, info, warning or error")] = _D["log_level"],
 ) -> None:

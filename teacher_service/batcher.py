@@ -5,12 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+_ADMISSION_POLL_S = 0.002
+
+
+@dataclass
+class Ticket:
+    """A caller's announcement that it may still submit items; `withdraw` when it will not."""
+
+    batcher: DynamicBatcher
+    open: bool = True
+
+    def withdraw(self) -> None:
+        if self.open:
+            self.open = False
+            self.batcher._announced -= 1
 
 
 @dataclass
@@ -22,7 +37,9 @@ class _Pending:
 class DynamicBatcher:
     """Collects items from concurrent callers and runs `encode` on up to `max_batch` at a time.
 
-    A batch is sent as soon as it is full, or `max_wait_s` after its first item arrived. The model runs in
+    A batch is sent as soon as it is full, or `max_wait_s` after its first item arrived. Callers may announce
+    items still being prepared (`admission`): a batch then also waits for those, up to `max_admit_s`, so requests
+    that arrived together share one model call instead of trickling into several small ones. The model runs in
     `executor` (one thread shared by every batcher, so image and text calls never compete for the cores) while
     the event loop keeps accepting, decoding and queueing the next requests.
     """
@@ -34,15 +51,18 @@ class DynamicBatcher:
         *,
         max_batch: int,
         max_wait_s: float,
+        max_admit_s: float = 0.0,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
     ) -> None:
         self._encode = encode
         self._executor = executor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.max_admit_s = max_admit_s
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._announced = 0  # callers that announced items and have not submitted them yet
 
     def start(self) -> None:
         if self._task is None:
@@ -55,9 +75,22 @@ class DynamicBatcher:
                 await self._task
             self._task = None
 
-    async def submit(self, items: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[Ticket]:
+        """Announce that this caller may `submit` items (with the ticket) once they are ready; the announcement
+        ends with the submit, `Ticket.withdraw`, or the block (a request that failed or had no items)."""
+        ticket = Ticket(self)
+        self._announced += 1
+        try:
+            yield ticket
+        finally:
+            ticket.withdraw()
+
+    async def submit(self, items: Sequence[torch.Tensor], ticket: Ticket | None = None) -> list[np.ndarray]:
         """Encode `items` (each one unbatched tensor); one (D,) row per item, in the same order."""
         loop = asyncio.get_running_loop()
+        if ticket is not None:
+            ticket.withdraw()
         pending = [_Pending(item, loop.create_future()) for item in items]
         for p in pending:
             self._queue.put_nowait(p)
@@ -66,19 +99,20 @@ class DynamicBatcher:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            deadline = time.monotonic() + self.max_wait_s
+            now = time.monotonic()
+            deadline, admit_deadline = now + self.max_wait_s, now + self.max_admit_s
             while len(batch) < self.max_batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0 and self._queue.empty():
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                now = time.monotonic()
+                admitting = self._announced > 0 and now < admit_deadline
+                if now >= deadline and not admitting:
                     break
-                try:
-                    batch.append(
-                        self._queue.get_nowait()
-                        if not self._queue.empty()
-                        else await asyncio.wait_for(self._queue.get(), timeout)
-                    )
-                except asyncio.TimeoutError:  # noqa: UP041 (distinct from TimeoutError before 3.11)
-                    break
+                # Waiting for announced items, look again every few ms: an announcement may be withdrawn.
+                timeout = deadline - now if now < deadline else min(admit_deadline - now, _ADMISSION_POLL_S)
+                with contextlib.suppress(asyncio.TimeoutError):  # (distinct from TimeoutError before 3.11)
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
             batch = [p for p in batch if not p.future.cancelled()]
             if batch:
                 await self._dispatch(batch)

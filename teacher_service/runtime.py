@@ -60,6 +60,7 @@ class Teacher:
             self._model_thread,
             max_batch=settings.max_batch,
             max_wait_s=wait,
+            max_admit_s=settings.batch_admit_ms / 1000,
             on_batch=on_batch,
         )
         self.texts = DynamicBatcher(

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         5.0, ge=0, le=10_000, allow_inf_nan=False, description="how long a batch waits to fill"
     )
+    batch_admit_ms: float = Field(
+        50.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="ms an image batch also waits for images of requests already admitted and still decoding",
+    )
     decode_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from ..batcher import Ticket
 from ..billing import NANOS, Account, Charge, StoredResponse, check_affordable, replica_name, to_nanos
 from ..deps import AccountDep, StateDep, TeacherDep
 from ..errors import InvalidInput, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout, invalid_body
@@ -73,24 +74,29 @@ async def create_embeddings(
         check_affordable(_cheapest_charge(state), store.balance(account))
     await state.faults.before_work()
     body = await _parse(request, state)
-    if idempotency_key is None:
-        texts, images = _split_inputs(body, teacher, state)
-        return await _embed_and_charge(body, texts, images, request, state, account, teacher, headers, None)
+    # From here on the request may bring images: the next image batch waits for them (up to --batch-admit-ms), so
+    # requests that arrived together share one model call instead of trickling into several small ones.
+    with teacher.images.admission() as ticket:
+        if idempotency_key is None:
+            texts, images = _split_inputs(body, teacher, state)
+            return await _embed_and_charge(
+                body, texts, images, request, state, account, teacher, headers, ticket, idempotency=None
+            )
 
-    # A stored answer is replayed before anything else is checked: what was charged is always delivered, even
-    # after the model was renamed or a limit lowered.
-    body_hash = request_digest(body, teacher.encoder.info.fingerprint)
-    owner = f"{replica_name()}/{request.state.request_id}"  # which replica holds the key, for operators
-    stored = store.claim(account, idempotency_key, body_hash, owner)
-    if stored is not None:
-        return _replay(stored, body, headers)
-    try:
-        texts, images = _split_inputs(body, teacher, state)
-        return await _embed_and_charge(
-            body, texts, images, request, state, account, teacher, headers, (idempotency_key, body_hash)
-        )
-    finally:  # a charged key is no longer in flight, so this only frees the key of a request that failed
-        store.release(account, idempotency_key, owner)
+        # A stored answer is replayed before anything else is checked: what was charged is always delivered, even
+        # after the model was renamed or a limit lowered.
+        body_hash = request_digest(body, teacher.encoder.info.fingerprint)
+        owner = f"{replica_name()}/{request.state.request_id}"  # which replica holds the key, for operators
+        stored = store.claim(account, idempotency_key, body_hash, owner)
+        if stored is not None:
+            return _replay(stored, body, headers)
+        try:
+            texts, images = _split_inputs(body, teacher, state)
+            return await _embed_and_charge(
+                body, texts, images, request, state, account, teacher, headers, ticket, (idempotency_key, body_hash)
+            )
+        finally:  # a charged key is no longer in flight, so this only frees the key of a request that failed
+            store.release(account, idempotency_key, owner)
 
 
 def _replay(stored: StoredResponse, body: EmbeddingRequest, headers: dict[str, str]) -> Response:
@@ -229,6 +235,7 @@ async def _embed_and_charge(
     account: Account,
     teacher: Teacher,
     headers: dict[str, str],
+    ticket: Ticket,
     idempotency: tuple[str, str] | None,
 ) -> Response:
     settings = state.settings
@@ -245,9 +252,11 @@ async def _embed_and_charge(
     )
     check_affordable(charge.cost, state.store.balance(account))
 
+    if not images:
+        ticket.withdraw()
     pixels = await teacher.prepare_images(await teacher.read_headers(images))
     image_vectors, text_vectors = await asyncio.gather(
-        teacher.images.submit(pixels), teacher.embed_texts(list(texts.values()))
+        teacher.images.submit(pixels, ticket), teacher.embed_texts(list(texts.values()))
     )
     vectors = dict(zip(images, image_vectors, strict=True)) | dict(zip(texts, text_vectors, strict=True))
     payload = EmbeddingResponse(

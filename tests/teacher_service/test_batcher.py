@@ -76,3 +76,38 @@ def test_submit_after_stop_is_not_silently_lost():
             await asyncio.wait_for(batcher.submit([torch.zeros(1)]), 0.2)
 
     run(main())
+
+
+def test_announced_items_still_being_prepared_join_the_batch_and_withdrawn_ones_stall_nothing():
+    calls: list[int] = []
+
+    def encode(x: torch.Tensor) -> np.ndarray:
+        calls.append(len(x))
+        return x.numpy()
+
+    async def request(batcher: DynamicBatcher, prepare_s: float, fails: bool = False):
+        with batcher.admission() as ticket:
+            await asyncio.sleep(prepare_s)  # decoding
+            if fails:
+                return None  # a bad image: the announcement is withdrawn
+            return await batcher.submit([torch.zeros(1)], ticket)
+
+    async def main(admit_s: float):
+        calls.clear()
+        batcher = DynamicBatcher(encode, ThreadPoolExecutor(1), max_batch=8, max_wait_s=0.001, max_admit_s=admit_s)
+        batcher.start()
+        # Four requests arrive together; their images are ready 0, 20, 40 and 60 ms later.
+        await asyncio.gather(*(request(batcher, 0.02 * i) for i in range(4)))
+        one_call = list(calls)
+        calls.clear()
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(request(batcher, 0.0), request(batcher, 0.05, fails=True))
+        elapsed = asyncio.get_running_loop().time() - started
+        await batcher.stop()
+        return one_call, elapsed
+
+    shared, elapsed = run(main(admit_s=0.5))
+    assert shared == [4], "one model call for the four admitted requests"
+    assert elapsed < 0.3, "a withdrawn announcement does not hold the batch to max_admit_s"
+    trickled, _ = run(main(admit_s=0.0))
+    assert len(trickled) > 1, "without admission they trickle into several calls"
