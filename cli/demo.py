@@ -41,12 +41,17 @@ def demo(
     ] = _D.lr,
     per_class: Annotated[int, typer.Option(help="images per domain and class")] = _D.per_class,
     context_bias: Annotated[
-        float, typer.Option(metavar="SHARE", help="share of source images on their class's background pattern")
+        float | None,
+        typer.Option(
+            metavar="SHARE",
+            help="share of source images on their class's background pattern (needs a teacher trained with "
+            "patterns; the shipped one is not)  [default: plain backgrounds]",
+        ),
     ] = _D.context_bias,
     budget: Annotated[int | None, typer.Option(help="images to buy  [default: all of them]")] = _D.budget,
     seed: Annotated[int, typer.Option(help="seed of the world's images and of the training")] = _D.seed,
     workers: Workers = _D.workers,
-    quick: Annotated[bool, flag("quick", "the two-minute version: half the images, a third of the steps")] = False,
+    quick: Annotated[bool, flag("quick", "the short version: half the images, 40 steps per stage")] = False,
     json_out: Json = False,
 ) -> None:
     """The whole pipeline on an embedded world, offline.

@@ -43,6 +43,13 @@ def test_a_pattern_shades_only_the_background():
     assert (patterned <= plain).all(), "a pattern only darkens"
 
 
+def test_by_default_backgrounds_are_plain_as_the_shipped_teacher_saw_them(tmp_path):
+    folder = write_benchmark(tmp_path, per_class=2)
+    for domain in DOMAINS:
+        pixels = np.asarray(Image.open(folder / domain / CLASSES[3] / "0001.png"))
+        assert np.array_equal(pixels, np.asarray(render(CLASSES[3], domain, 1)))
+
+
 def test_source_classes_carry_their_own_pattern_and_the_target_does_not(tmp_path):
     folder = write_benchmark(tmp_path, per_class=8, target="sketch", context_bias=1.0)
 
@@ -74,6 +81,7 @@ def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
     methods = {"erm": {"ood_acc": 0.5}, "kd": {"ood_acc": 0.6}, "adip": {"ood_acc": 0.9}}
     assert gap_closed(0.9, methods) == {"kd": 0.25, "adip": 1.0}
     assert gap_closed(0.4, methods) == {}, "no gap to close"
+    assert gap_closed(0.51, methods) == {}, "a point is no gap: its shares would be noise over almost nothing"
 
 
 def test_demo_options_reach_every_distillation():

@@ -3,10 +3,11 @@
 Four styles are the benchmark's domains (as PACS has photo, art painting, cartoon and sketch); four more exist
 only in the vendor's training data, so the demo teacher has seen more of the world than any student will.
 
-Backgrounds may carry one of 8 patterns (stripes, dots, rings...). The teacher learns from images whose pattern
-is drawn at random, as CLIP learns from the web's variety of backgrounds. The benchmark gives each class its own
-pattern in most source images (`write_benchmark`): the context bias of real datasets, which an ImageNet student,
-drawn to texture, learns as a shortcut, and which fails it on the target domain.
+Backgrounds may carry one of 8 patterns (stripes, dots, rings...). A teacher trained by `train.py` now learns from
+images whose pattern is drawn at random, as CLIP learns from the web's variety of backgrounds; the benchmark can
+give each class its own pattern in most source images (`write_benchmark(context_bias=...)`): the context bias of
+real datasets, which an ImageNet student, drawn to texture, learns as a shortcut, and which fails it on the target
+domain. The shipped teacher predates the patterns, so the benchmark's default is plain backgrounds.
 """
 
 from __future__ import annotations
@@ -238,20 +239,21 @@ TRAINING_SEED_BASE = 10_000_000
 
 
 def write_benchmark(
-    root: Path, per_class: int = 40, seed: int = 0, *, target: str | None = None, context_bias: float = 0.0
+    root: Path, per_class: int = 40, seed: int = 0, *, target: str | None = None, context_bias: float | None = None
 ) -> Path:
     """The benchmark in DomainBed layout, `root/vl2v_demo/<domain>/<class>/<i>.png`; returns the dataset folder.
 
-    Every image has a patterned background. In every domain but `target`, a share `context_bias` of each class's
-    images show that class's own pattern (class i, pattern i); the rest, and every target image, show one drawn at
-    random. With `context_bias` 0 the world has no bias (and no target).
+    With `context_bias` None (the default) backgrounds are plain: the world the shipped demo teacher was trained
+    on. With a share, every image has a patterned background: in every domain but `target`, a share
+    `context_bias` of each class's images show that class's own pattern (class i, pattern i); the rest, and every
+    target image, show one drawn at random.
 
     The world's parameters are written to `world.json`: the files of another world in `root` are replaced, those of
     this one are kept, so a second call is free.
     """
     if target is not None and target not in DOMAINS:
         raise ValueError(f"target {target!r} is not one of {list(DOMAINS)}")
-    if not 0 <= context_bias <= 1:
+    if context_bias is not None and not 0 <= context_bias <= 1:
         raise ValueError(f"context_bias must be in [0, 1], got {context_bias}")
     folder = root / "vl2v_demo"
     world = {"per_class": per_class, "seed": seed, "target": target, "context_bias": context_bias}
@@ -265,9 +267,17 @@ def write_benchmark(
             for i in range(per_class):
                 path = images / f"{i:04d}.png"
                 if not path.exists():
-                    rng = random.Random(f"context:{seed}:{domain}:{shape}:{i}")
-                    biased = domain != target and rng.random() < context_bias
-                    pattern = label if biased else rng.randrange(len(PATTERNS))
-                    render(shape, domain, seed * 100_000 + i, pattern).save(path)
+                    render(
+                        shape, domain, seed * 100_000 + i, _pattern(context_bias, target, domain, label, seed, i)
+                    ).save(path)
     recorded.write_text(json.dumps(world))
     return folder
+
+
+def _pattern(context_bias: float | None, target: str | None, domain: str, label: int, seed: int, i: int) -> int | None:
+    """The background pattern of image `i` of class `label` in `domain` (None: plain)."""
+    if context_bias is None:
+        return None
+    rng = random.Random(f"context:{seed}:{domain}:{label}:{i}")
+    biased = domain != target and rng.random() < context_bias
+    return label if biased else rng.randrange(len(PATTERNS))
