@@ -7,9 +7,9 @@ Both serve CLIP ViT-B/32 with random weights (speed does not depend on their val
 vl2v, the same shapes as a local Hugging Face folder for the peer (`bench/peer_model.py`, built once in the peer's
 own virtual environment; infinity-emb is never a dependency of vl2v). At each concurrency level, `level` client
 threads post single-image requests (the same PACS JPEGs, as base64 data URLs, base64 answers) to one server for
-`--seconds`, then to the other; the order alternates from level to level. Both servers run on the CPU with
-the same maximum batch. Also measured, in this process: the raw `encode_images` throughput at that batch, so each
-server's images/s can be read as a share of what the model alone does.
+`--seconds`, then to the other, the idle one frozen (SIGSTOP); the order alternates from level to level. Both
+servers run on the CPU with the same maximum batch. Also measured, in this process: the raw `encode_images`
+throughput at that batch, so each server's images/s can be read as a share of what the model alone does.
 
 vl2v does more per request than the peer: it authenticates, rate-limits, checks the balance and commits a ledger
 row (SQLite, synchronous=FULL) before answering. Prints one JSON object and the Markdown table.
@@ -22,6 +22,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,8 +39,8 @@ from student.vendor import free_port
 
 
 @contextlib.contextmanager
-def peer_server(venv: Path, model_dir: Path, batch: int) -> Iterator[str]:
-    """infinity-emb serving `model_dir` on CPU on a loopback port; yields its URL."""
+def peer_server(venv: Path, model_dir: Path, batch: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """infinity-emb serving `model_dir` on CPU on a loopback port; yields its URL and process."""
     port = free_port()
     command = [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", str(model_dir), "--served-model-name", "clip"]
     command += ["--device", "cpu", "--engine", "torch", "--batch-size", str(batch), "--port", str(port)]
@@ -58,8 +59,9 @@ def peer_server(venv: Path, model_dir: Path, batch: int) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"infinity_emb did not start; see {log.name}")
             time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
+        process.send_signal(signal.SIGCONT)
         process.terminate()
         process.wait(30)
 
@@ -96,20 +98,30 @@ def main() -> None:
     raw = raw_throughput("ViT-B-32", images, args.batch, args.seconds)
     rows = []
     model_dir = peer_model(args.peer_venv, args.peer_model)
-    with serve("ViT-B-32", args.batch) as vl2v, peer_server(args.peer_venv, model_dir, args.batch) as peer:
+    with (
+        serve("ViT-B-32", args.batch) as vl2v,
+        peer_server(args.peer_venv, model_dir, args.batch) as (peer, peer_process),
+    ):
         targets = {
             "vl2v": (f"{vl2v.url}/v1/embeddings", {"Authorization": "Bearer sk-bench"}),
             "peer": (f"{peer}/embeddings", {}),
         }
+        processes = {"vl2v": vl2v.process, "peer": peer_process}
         for n, level in enumerate(levels):
             order = ("vl2v", "peer") if n % 2 == 0 else ("peer", "vl2v")
             measured = {}
             for server in order:
+                # The other server is frozen while this one is measured: an idle server's polling loop must not
+                # take CPU from the one under load.
+                for name, process in processes.items():
+                    process.send_signal(signal.SIGCONT if name == server else signal.SIGSTOP)
                 endpoint, headers = targets[server]
                 measured[server] = load(endpoint, headers, bodies(level, server), 1, args.seconds)
                 print(f"{level} in flight, {server}: {measured[server]['images_per_s']:.1f} img/s", file=sys.stderr)
             rows.append({"in_flight": level, **{f"{s}_{k}": v for s, m in measured.items() for k, v in m.items()}})
             rows[-1]["ratio"] = measured["vl2v"]["images_per_s"] / measured["peer"]["images_per_s"]
+        for process in processes.values():
+            process.send_signal(signal.SIGCONT)
     result = {"model": "ViT-B/32 (random weights)", "batch": args.batch, "raw_images_per_s": raw, "rows": rows}
     print(json.dumps(result, indent=2))
     print("\n| in flight | vl2v img/s | peer img/s | vl2v / peer | vl2v / raw | vl2v p50 / p99 | peer p50 / p99 |")
