@@ -48,6 +48,9 @@ def demo(
             "patterns; the shipped one is not)  [default: plain backgrounds]",
         ),
     ] = _D.context_bias,
+    views: Annotated[
+        int, typer.Option(metavar="K", help="augmented views bought of each image, replayed by the students")
+    ] = _D.views,
     budget: Annotated[int | None, typer.Option(help="images to buy  [default: all of them]")] = _D.budget,
     seed: Annotated[int, typer.Option(help="seed of the world's images and of the training")] = _D.seed,
     workers: Workers = _D.workers,
@@ -74,6 +77,7 @@ def demo(
         lr=lr,
         per_class=per_class,
         context_bias=context_bias,
+        views=views,
         budget=budget,
         seed=seed,
         workers=workers,

@@ -86,7 +86,8 @@ class DemoConfig:
     # Share of source images on their class's background pattern; None: plain backgrounds. Patterns need a teacher
     # trained with them (`python -m teacher_service.demo.train`); the shipped one predates them.
     context_bias: float | None = None
-    budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class)
+    views: int = 0  # augmented views bought of each image; the student replays one of them (0: the clean image)
+    budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class x (1 + views))
     seed: int = 0
     workers: int = 2
 
@@ -95,6 +96,8 @@ class DemoConfig:
             raise ValueError(f"--target {self.target!r} is not one of {list(DOMAINS)}")
         for name in self.methods:
             check_method_name(name)
+        if self.views < 0:
+            raise ValueError(f"--views must be >= 0, got {self.views}")
         for name in ("steps", "batch_size", "eval_every", "per_class", "image_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

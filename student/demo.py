@@ -63,7 +63,8 @@ def run_demo(
                 data_dir=data.parent,
                 cache_dir=out / "cache",
                 seed=config.seed,
-                budget=config.budget if config.budget is not None else 4 * 8 * config.per_class,
+                budget=config.budget if config.budget is not None else 4 * 8 * config.per_class * (1 + config.views),
+                views=config.views,
                 # One request at a time: the vendor then embeds each request as one batch, so the same seed buys
                 # bit-identical embeddings (a model's output moves in the 8th digit with its batch size).
                 concurrency=1,
@@ -100,6 +101,7 @@ def run_demo(
         "student_weights": config.student_weights,
         "steps": config.steps,
         "context_bias": config.context_bias,
+        "views": config.views,
         "seed": config.seed,
         "out": str(out),
         "chart": str(out / "demo.png"),
@@ -134,6 +136,7 @@ def _distill_config(config: DemoConfig, method: str) -> DistillConfig:
         out=config.out / "runs" / method,
         test_domains=(config.target,),
         image_size=config.image_size,
+        views=config.views,
         overrides=overrides,
         overwrite=True,  # the demo's folder is the demo's own: a second run replaces the first
         train=TrainConfig(

@@ -85,9 +85,10 @@ def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
 
 
 def test_demo_options_reach_every_distillation():
-    config = DemoConfig(lr=0.01, image_size=32, steps=7, batch_size=3, eval_every=2, student_weights=None)
+    config = DemoConfig(lr=0.01, image_size=32, steps=7, batch_size=3, eval_every=2, student_weights=None, views=2)
     distill = _distill_config(config, "kd")
     assert distill.overrides["lr"] == "0.01" and distill.image_size == 32 and not distill.pretrained
+    assert distill.views == 2
     assert (distill.train.steps, distill.train.batch_size, distill.train.eval_every) == (7, 3, 2)
     assert "lr" not in _distill_config(DemoConfig(), "kd").overrides, "each method's own learning rate by default"
     quick, full = DemoConfig().quick(), DemoConfig()
@@ -190,11 +191,12 @@ def _no_colour(monkeypatch):
 
 def test_demo_json_prints_one_object_with_the_contracted_keys_and_respects_the_budget(tmp_path):
     args = ["--steps", "2", "--per-class", "4", "--budget", "100", "--methods", "erm", "--student", "test_resnet"]
-    args += ["--student-weights", "none"]
+    args += ["--student-weights", "none", "--views", "1"]
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), *args, "--workers", "0", "--json"])
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.strip().splitlines()
     summary = json.loads(line)
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
     assert set(summary["methods"]["erm"]) == {"id_acc", "ood_acc", "seconds"}
-    assert summary["images_paid"] == 100, "the budget caps what the demo buys (of 128 images)"
+    assert summary["images_paid"] == 100, "the budget caps what the demo buys (of 128 images and 128 views)"
+    assert summary["views"] == 1
