@@ -13,9 +13,8 @@ from teacher_service.settings import Settings
 from ..conftest import TINY, run_service
 
 
-@pytest.fixture(scope="session")
-def pacs_cache(tmp_path_factory, tiny_checkpoint, pacs_mini) -> Path:
-    root = tmp_path_factory.mktemp("pacs-cache")
+def bought_cache(root: Path, tiny_checkpoint: Path, pacs_mini: Path, **query) -> Path:
+    """pacs-mini bought from the tiny teacher service into `root/cache` (QueryConfig options in `query`)."""
     settings = Settings(
         _env_file=None,
         model=TINY,
@@ -26,27 +25,18 @@ def pacs_cache(tmp_path_factory, tiny_checkpoint, pacs_mini) -> Path:
     )
     with run_service(settings) as service:
         run_query(
-            QueryConfig(dataset="pacs", data_dir=pacs_mini, cache_dir=root / "cache"),
+            QueryConfig(dataset="pacs", data_dir=pacs_mini, cache_dir=root / "cache", **query),
             TeacherClient(service.url, "sk-t"),
         )
     return root / "cache"
+
+
+@pytest.fixture(scope="session")
+def pacs_cache(tmp_path_factory, tiny_checkpoint, pacs_mini) -> Path:
+    return bought_cache(tmp_path_factory.mktemp("pacs-cache"), tiny_checkpoint, pacs_mini)
 
 
 @pytest.fixture(scope="session")
 def views_cache(tmp_path_factory, tiny_checkpoint, pacs_mini) -> Path:
     """pacs-mini with two augmented views of each of 300 images (900 paid images)."""
-    root = tmp_path_factory.mktemp("views-cache")
-    settings = Settings(
-        _env_file=None,
-        model=TINY,
-        pretrained=str(tiny_checkpoint),
-        state_dir=root / "state",
-        api_keys="t:sk-t:1000",
-        create_billing=True,
-    )
-    with run_service(settings) as service:
-        run_query(
-            QueryConfig(dataset="pacs", data_dir=pacs_mini, cache_dir=root / "cache", views=2, budget=900),
-            TeacherClient(service.url, "sk-t"),
-        )
-    return root / "cache"
+    return bought_cache(tmp_path_factory.mktemp("views-cache"), tiny_checkpoint, pacs_mini, views=2, budget=900)
