@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from student.vendor import LocalVendor, local_vendor
+from teacher_service.local import LocalVendor, local_vendor
 from teacher_service.schema import image_data_url
 
 ROOT = Path(__file__).resolve().parents[1]

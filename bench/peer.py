@@ -35,7 +35,7 @@ import requests
 from harness import PACS_MINI, ROOT, load, serve
 from service import raw_throughput
 
-from student.vendor import free_port
+from teacher_service.local import free_port
 
 
 @contextlib.contextmanager

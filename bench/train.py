@@ -22,7 +22,7 @@ import torch
 from harness import KEY, PACS_MINI, serve
 
 from cache.client import TeacherClient
-from cache.datasets import open_dataset
+from cache.data.datasets import open_dataset
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
 from student.data import Normalize, Replay, make_splits, train_loader, train_transform

@@ -43,8 +43,8 @@ from .client import (
     VendorUnreachable,
     request_body,
 )
-from .datasets import Dataset, DatasetError, ImageFile, open_dataset
-from .prompts import all_prompts
+from .data.datasets import Dataset, DatasetError, ImageFile, open_dataset
+from .data.prompts import all_prompts
 from .selection import priority_order
 from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
 from .views import render_view, view_params

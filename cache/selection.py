@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from .datasets import ImageFile
+from .data.datasets import ImageFile
 
 STRATEGIES = ("stratified", "random")
 

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from cache.datasets import REGISTRY
-from cache.download import Limits, download_dataset
+from cache.data.datasets import REGISTRY
+from cache.data.download import Limits, download_dataset
 
 from .errors import reports_errors, say, stderr
 from .help import CONTEXT, Command, Group

@@ -1,6 +1,6 @@
 """`vl2v demo`: the whole pipeline on the embedded world, in one command, offline.
 
-`student.demo` imports torch; it is imported when the command runs, so the rest of `vl2v` starts fast.
+`cli.demo_pipeline` imports torch; it is imported when the command runs, so the rest of `vl2v` starts fast.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def demo(
     Plays vendor and client end to end: generates the world, serves the demo teacher, buys its embeddings,
     distils ImageNet-pretrained students with each method and compares them with the teacher on a held-out
     domain. No data, keys or internet needed."""
-    from student.demo import run_demo
+    from cli.demo_pipeline import run_demo
 
     config = DemoConfig(
         out=out,

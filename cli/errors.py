@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cache.client import QuotaExhausted, VendorAuthError, VendorError, VendorUnreachable
-from cache.datasets import DatasetError
+from cache.data.datasets import DatasetError
 from cache.store import CacheError
 from teacher_service.settings import ConfigError
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cache.client import RetryPolicy, TeacherClient
-from cache.datasets import dataset_names
+from cache.data.datasets import dataset_names
 from cache.query import QueryConfig, QueryReport, QueryStopped, run_query
 from cache.selection import STRATEGIES
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cache.prompts import TEMPLATES
+from cache.data.prompts import TEMPLATES
 from cache.store import EmbeddingCache
 from student.report import chart, markdown
 from student.report import collect as collect_runs

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cache.prompts import all_prompts
+from cache.data.prompts import all_prompts
 
 from .knowledge import TeacherKnowledge
 from .methods import get_method

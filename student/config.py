@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from teacher_service.demo.world import DOMAINS
+from cache.data.world import DOMAINS
 
 from .methods import check_method_name
 
@@ -70,7 +70,7 @@ class DistillConfig:
 @dataclass(frozen=True)
 class DemoConfig:
     """What `vl2v demo` runs: the whole pipeline on the embedded world, with the papers' ImageNet-pretrained kind of
-    student. Where the demo departs from a paper's defaults, `student.demo.DEMO_HPARAMS` says where and why."""
+    student. Where the demo departs from a paper's defaults, `cli.demo_pipeline.DEMO_HPARAMS` says where and why."""
 
     out: Path = Path("vl2v-demo")
     target: str = "sketch"
@@ -84,7 +84,7 @@ class DemoConfig:
     eval_every: int = 50
     per_class: int = 40  # images per domain and class
     # Share of source images on their class's background pattern; None: plain backgrounds. Patterns need a teacher
-    # trained with them (`python -m teacher_service.demo.train`); the shipped one predates them.
+    # trained with them (`python tools/train_demo_teacher.py`); the shipped one predates them.
     context_bias: float | None = None
     views: int = 0  # augmented views bought of each image; the student replays one of them (0: the clean image)
     budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class x (1 + views))

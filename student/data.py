@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
-from cache.datasets import Dataset as DomainDataset
+from cache.data.datasets import Dataset as DomainDataset
 from cache.views import ViewParams, apply_view
 from teacher_service.imaging import to_rgb
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cache.datasets import DatasetError, open_dataset
+from cache.data.datasets import DatasetError, open_dataset
 from teacher_service.imaging import to_rgb
 
 from .checkpoint import MODEL_FILE, load_student

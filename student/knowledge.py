@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cache.prompts import anchor_prompt, class_prompts
+from cache.data.prompts import anchor_prompt, class_prompts
 from cache.store import EmbeddingCache
 from cache.views import ViewParams
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from cache.datasets import REGISTRY, open_dataset, prompt_words
+from cache.data.datasets import REGISTRY, open_dataset, prompt_words
 from cache.store import EmbeddingCache
 
 from .checkpoint import MODEL_FILE, save_student

@@ -37,7 +37,7 @@ def verified_demo_weights() -> Path:
     if not sums.is_file():
         raise ConfigError(
             f"the demo teacher is not installed ({folder} has no weights); "
-            "train it with `python -m teacher_service.demo.train`"
+            "train it with `python tools/train_demo_teacher.py`"
         )
     expected, name = sums.read_text().split()
     actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()

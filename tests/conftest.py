@@ -16,9 +16,9 @@ import requests
 import torch
 from safetensors.torch import save_file
 
-from student.vendor import free_port
 from teacher_service.app import create_app
 from teacher_service.encoder import register_packaged_configs
+from teacher_service.local import free_port
 from teacher_service.runtime import EncoderFactory, load_encoder
 from teacher_service.settings import Settings
 

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from cli.app import app
+from cli.demo_pipeline import _distill_config, gap_closed
 from student.config import DemoConfig
-from student.demo import _distill_config, gap_closed
-from teacher_service.demo.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from teacher_service.encoder import ClipEncoder, verified_demo_weights
 
 

@@ -1,1 +1,1 @@
-"""The embedded demo: a procedural world and a small CLIP trained on it (`vl2v serve --model demo`)."""
+"""The demo teacher's shipped weights (`vl2v serve --model demo`); its world is `cache.data.world`."""

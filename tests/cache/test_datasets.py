@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from cache.datasets import REGISTRY, DatasetError, open_dataset, prompt_words
+from cache.data.datasets import REGISTRY, DatasetError, open_dataset, prompt_words
 
 
 def test_registry_has_domainbeds_five_with_sorted_classes():

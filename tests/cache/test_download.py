@@ -13,8 +13,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from typer.testing import CliRunner
 
-from cache.datasets import DatasetError
-from cache.download import Limits, download_dataset, https_first
+from cache.data.datasets import DatasetError
+from cache.data.download import Limits, download_dataset, https_first
 from cli.app import app
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from cache.datasets import open_dataset
+from cache.data.datasets import open_dataset
 from cache.selection import priority_order
 
 

@@ -3,8 +3,8 @@ run finishes, and balance, vendor ledger and cache ledger agree to the nano-unit
 
 from __future__ import annotations
 
-from student.vendor import free_port, local_vendor
 from teacher_service.billing import BILLING_DB
+from teacher_service.local import free_port, local_vendor
 
 from ..conftest import wait_until
 from ..query_runs import assert_paid_once, paid_images, read_vendor_balances, read_vendor_ledger, spawn_query

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from cache.prompts import all_prompts
+from cache.data.prompts import all_prompts
 from student.knowledge import TeacherKnowledge
 from student.methods import get_method, method_names
 from student.methods.base import Context

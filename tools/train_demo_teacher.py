@@ -1,6 +1,6 @@
 """Train the demo teacher: a small open_clip model, contrastively, on captioned images of every style.
 
-    python -m teacher_service.demo.train --steps 2500 --batch 128
+    python tools/train_demo_teacher.py --steps 2500 --batch 128
 
 Captions name the class and usually the style through varied templates; the generic ones ("a photo of a {}",
 "a {}") name only the class. The loss is CLIP's symmetric contrastive loss with soft targets (UniCL, Yang et al.
@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..encoder import register_packaged_configs
-from .world import CLASSES, DOMAINS, PATTERNS, STYLE_WORDS, STYLES, TRAINING_SEED_BASE, render
+from cache.data.world import CLASSES, DOMAINS, PATTERNS, STYLE_WORDS, STYLES, TRAINING_SEED_BASE, render
+from teacher_service.encoder import register_packaged_configs
 
 ARCHITECTURE = "vl2v-demo"
+SHIPPED = Path(__file__).resolve().parents[1] / "teacher_service" / "demo" / "vl2v-demo"  # where the vendor loads it
 STYLED = (
     "a {style} of a {cls}",
     "a {cls} drawn as a {style}",
@@ -140,7 +141,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "vl2v-demo"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "teacher_service" / "demo" / "vl2v-demo")
+    )
     train(parser.parse_args())
 
 

@@ -14,16 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cache.client import TeacherClient
+from cache.data.world import DOMAINS, write_benchmark
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
-from teacher_service.demo.world import DOMAINS, write_benchmark
-
-from .config import DemoConfig, DistillConfig, TrainConfig
-from .report import demo_chart
-from .run import distill
-from .trainer import Progress
-from .vendor import local_vendor
-from .zeroshot import zeroshot_accuracy
+from student.config import DemoConfig, DistillConfig, TrainConfig
+from student.report import demo_chart
+from student.run import distill
+from student.trainer import Progress
+from student.zeroshot import zeroshot_accuracy
+from teacher_service.local import local_vendor
 
 Event = Callable[[str], None]
 
