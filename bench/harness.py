@@ -23,22 +23,20 @@ KEY = "sk-bench"
 
 @contextlib.contextmanager
 def serve(model: str, max_batch: int) -> Iterator[LocalVendor]:
-    """`vl2v serve` with random weights (speed does not depend on their values), no rate limits, one rich key."""
-    env = {"VL2V_API_KEYS": f"bench:{KEY}:1000000", "VL2V_RATE_LIMIT_REQUESTS": "0", "VL2V_RATE_LIMIT_IMAGES": "0"}
-    args = [
-        "--model",
-        model,
-        "--pretrained",
-        "",
-        "--allow-random-weights",
-        "--device",
-        "cpu",
-        "--max-batch",
-        str(max_batch),
-        "--log-level",
-        "warning",
-    ]
-    with local_vendor(args, env, Path(tempfile.mkdtemp(prefix="vl2v-bench-"))) as vendor:
+    """The vendor (`python -m teacher_service`, what `vl2v serve` runs) with random weights (speed does not depend
+    on their values), no rate limits, one rich key."""
+    settings = {
+        "api_keys": f"bench:{KEY}:1000000",
+        "rate_limit_requests": 0,
+        "rate_limit_images": 0,
+        "model": model,
+        "pretrained": "",
+        "allow_random_weights": True,
+        "device": "cpu",
+        "max_batch": max_batch,
+        "log_level": "warning",
+    }
+    with local_vendor(settings, Path(tempfile.mkdtemp(prefix="vl2v-bench-"))) as vendor:
         yield vendor
 
 

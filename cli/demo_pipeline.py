@@ -53,8 +53,8 @@ def run_demo(
     )
     key = f"sk-demo-{secrets.token_hex(12)}"  # a throwaway key, valid for this run only
     on_event("starting the demo teacher (vl2v serve --model demo)")
-    vendor_env = {"VL2V_API_KEYS": f"demo:{key}:1000", "VL2V_RATE_LIMIT_REQUESTS": "0"}
-    with local_vendor(["--model", "demo", "--log-level", "warning"], vendor_env, out / "vendor") as vendor:
+    settings = {"model": "demo", "log_level": "warning", "api_keys": f"demo:{key}:1000", "rate_limit_requests": 0}
+    with local_vendor(settings, out / "vendor") as vendor:
         on_event(f"buying teacher embeddings from {vendor.url}")
         report = run_query(
             QueryConfig(

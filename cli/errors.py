@@ -17,7 +17,7 @@ from rich.markup import escape
 from cache.client import QuotaExhausted, VendorAuthError, VendorError, VendorUnreachable
 from cache.data.datasets import DatasetError
 from cache.store import CacheError
-from teacher_service.settings import ConfigError
+from teacher_service.settings import ConfigError, one_line
 
 from . import exit_codes
 
@@ -76,7 +76,7 @@ def reports_errors(command: F) -> F:
 
 def _one_line(error: BaseException) -> str:
     if isinstance(error, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        return one_line(error)
     return str(error).replace("\n", " ")
 
 

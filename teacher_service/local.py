@@ -1,4 +1,5 @@
-"""A vendor on this machine: `vl2v serve` as a child process on a free loopback port, always stopped after."""
+"""A vendor on this machine: `python -m teacher_service` as a child process on a free loopback port, always stopped
+after. For the demo, benchmarks and tests; settings travel as `VL2V_*` variables, so keys never appear in argv."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,32 +38,34 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def local_vendor(
-    serve_args: list[str], env: dict[str, str], state_dir: Path, timeout: float = 300.0, port: int | None = None
+    settings: Mapping[str, object],
+    state_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300.0,
+    port: int | None = None,
 ) -> Iterator[LocalVendor]:
-    """Run `vl2v serve <serve_args>` with extra environment `env` until the block ends (or Ctrl-C).
+    """Serve `settings` (`Settings` field names: {"model": "demo", "api_keys": "..."}) until the block ends.
 
-    `port` (default: a free one) lets a restarted vendor come back where its clients expect it. The log in
-    `state_dir/vendor.log` is appended to, so restarts keep one history.
+    `env` adds other variables (faults for tests). `port` (default: a free one) lets a restarted vendor come back
+    where its clients expect it. The log in `state_dir/vendor.log` is appended to, so restarts keep one history.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "vendor.log"
     port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(state_dir),
-        "--create-billing",  # a vendor of our own: its first start creates its books
-        *serve_args,
-    ]
+    fields = {
+        "host": "127.0.0.1",
+        "port": port,
+        "state_dir": state_dir,
+        "create_billing": True,  # a vendor of our own: its first start creates its books
+        **settings,
+    }
+    variables = {f"VL2V_{name.upper()}": _env_value(value) for name, value in fields.items()}
+    command = [sys.executable, "-m", "teacher_service"]
     with log.open("a") as out:
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env={**os.environ, **(env or {}), **variables}, stdout=out, stderr=subprocess.STDOUT
+        )
         vendor = LocalVendor(f"http://127.0.0.1:{port}", process, log)
         try:
             _wait_ready(vendor, timeout)
@@ -86,3 +89,9 @@ def _wait_ready(vendor: LocalVendor, timeout: float) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"the vendor was not ready after {timeout:.0f}s (see {vendor.log})")
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("vl2v.teacher")
@@ -20,6 +20,11 @@ MAX_PRICE = 1e6
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with; the message names the setting."""
+
+
+def one_line(error: ValidationError) -> str:
+    """Pydantic's report of invalid settings as one line: `field: problem; field: problem`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,11 @@ class Settings(BaseSettings):
     pretrained: str | None = Field("openai", description="pretrained tag, checkpoint file, or local-dir:FOLDER")
     served_model_id: str | None = Field(None, description="id clients send as `model` (default: derived)")
     allow_random_weights: bool = Field(False, description="serve randomly initialised weights (tests only)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16/fp16 autocast needs CUDA")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (a GPU when there is one), cpu or cuda")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32; bf16 or fp16 autocast on CUDA")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="interface to bind")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
     state_dir: Path = Field(
         Path("./state"), description="the key-hashing secret, and the SQLite ledger when no database_url is given"
     )
@@ -112,7 +117,7 @@ class Settings(BaseSettings):
 
     # Keys: `name:key:balance` entries, from VL2V_API_KEYS and/or a file with one entry per line.
     api_keys: str = Field("", repr=False, description="name:key:balance[,name:key:balance...]")
-    keys_file: Path | None = None
+    keys_file: Path | None = Field(None, description="file of name:key:balance lines (also VL2V_API_KEYS)")
 
     idempotency_ttl_s: float = Field(
         86_400.0,
@@ -131,25 +136,25 @@ class Settings(BaseSettings):
         description="create the billing database if it is missing, although keys are configured (first start only)",
     )
 
-    price_per_image: float = Field(0.0001, ge=0, le=MAX_PRICE, allow_inf_nan=False)
-    price_per_1k_tokens: float = Field(0.00002, ge=0, le=MAX_PRICE, allow_inf_nan=False)
-    currency: str = "USD"
+    price_per_image: float = Field(0.0001, ge=0, le=MAX_PRICE, allow_inf_nan=False, description="price of one image")
+    price_per_1k_tokens: float = Field(
+        0.00002, ge=0, le=MAX_PRICE, allow_inf_nan=False, description="price of 1,000 text tokens"
+    )
+    currency: str = Field("USD", description="currency of prices and balances")
 
     rate_limit_requests: int = Field(600, ge=0, description="requests per minute per key (0: unlimited)")
     rate_limit_images: int = Field(60_000, ge=0, description="images per minute per key (0: unlimited)")
     max_inputs: int = Field(256, ge=1, description="inputs per request")
-    max_request_bytes: int = Field(32 * 2**20, ge=1024)
-    max_image_bytes: int = Field(8 * 2**20, ge=1)
+    max_request_bytes: int = Field(32 * 2**20, ge=1024, description="request body cap (413 above)")
+    max_image_bytes: int = Field(8 * 2**20, ge=1, description="encoded size cap per image")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height; larger images are refused")
-    max_text_chars: int = Field(4096, ge=1)
+    max_text_chars: int = Field(4096, ge=1, description="characters per text input")
     body_timeout_s: float = Field(
         30.0, gt=0, allow_inf_nan=False, description="seconds a client may take to send a request body (408 after)"
     )
 
     max_batch: int = Field(64, ge=1, description="images (or texts) per model call")
-    batch_wait_ms: float = Field(
-        5.0, ge=0, le=10_000, allow_inf_nan=False, description="how long a batch waits to fill"
-    )
+    batch_wait_ms: float = Field(5.0, ge=0, le=10_000, allow_inf_nan=False, description="ms a batch waits to fill")
     batch_admit_ms: float = Field(
         50.0,
         ge=0,
@@ -157,7 +162,7 @@ class Settings(BaseSettings):
         description="ms an image batch also waits for images of requests already admitted and still decoding",
     )
     decode_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="what the log shows")
 
     # Fault injection, for reliability tests; all off by default, settable only from the environment.
     fault_error_rate: float = Field(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,8 +181,18 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
 
 
 def _vendors_of(out) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", "--", f"--state-dir {out}/vendor"], capture_output=True, text=True)
-    return found.stdout.split()
+    """Live processes serving with `out`/vendor as their state folder (a setting the launcher passes in the
+    environment)."""
+    wanted = f"VL2V_STATE_DIR={out}/vendor".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            serving = proc.name.isdigit() and wanted in (proc / "environ").read_bytes().split(b"\0")
+            if serving and (proc / "stat").read_text().split(") ")[-1][0] != "Z":  # not a zombie
+                found.append(proc.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
 
 
 @pytest.fixture(autouse=True)

@@ -93,7 +93,10 @@ def unwritable_folder(tmp_path) -> str:
         ("missing billing database", "VL2V_CREATE_BILLING=1"),
     ],
 )
-def test_every_startup_failure_is_one_line_with_exit_code_1(tmp_path, tiny_checkpoint, busy_port, case, fragment):
+@pytest.mark.parametrize("entry", ["vl2v serve", "python -m teacher_service"])
+def test_every_startup_failure_is_one_line_with_exit_code_1(
+    tmp_path, tiny_checkpoint, busy_port, case, fragment, entry
+):
     env = {**os.environ, "VL2V_API_KEYS": "alice:sk-alice-secret:10", "VL2V_CREATE_BILLING": "1"}
     args = ["serve", "--model", "vl2v-tiny", "--pretrained", str(tiny_checkpoint), "--port", "0"]
     args += ["--state-dir", str(tmp_path / "state")]
@@ -107,8 +110,53 @@ def test_every_startup_failure_is_one_line_with_exit_code_1(tmp_path, tiny_check
         args += ["--price-per-image", "inf"]
     else:
         env.pop("VL2V_CREATE_BILLING")
-    result = vl2v(*args, env=env)
+    if entry == "vl2v serve":
+        result = vl2v(*args, env=env)
+    else:  # the same settings as VL2V_* variables, later flags winning as they do on a command line
+        env |= {
+            f"VL2V_{flag[2:].replace('-', '_').upper()}": value
+            for flag, value in zip(args[1::2], args[2::2], strict=True)
+        }
+        module = [sys.executable, "-m", "teacher_service"]
+        result = subprocess.run(module, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == ERROR, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
     assert "sk-alice" not in result.stderr
+
+
+def test_every_serve_option_reaches_the_settings(tmp_path, monkeypatch):
+    """Each option is a Settings field: a value other than its default, given on the command line, arrives."""
+    from typing import Literal, get_args, get_origin
+
+    from cli import serve as command
+    from teacher_service.settings import Settings
+
+    keys = tmp_path / "keys"
+    keys.write_text("")
+    keys.chmod(0o600)
+    given, args = {}, []
+    for name in command.OPTIONS:
+        field = Settings.model_fields[name]
+        flag = f"--{name.replace('_', '-')}"
+        if field.default is False:
+            given[name], args = True, [*args, flag]
+            continue
+        if get_origin(field.annotation) is Literal:
+            value = next(c for c in get_args(field.annotation) if c != field.default and c != "cpu")
+        elif field.annotation in (int, float):
+            value = field.default + 1
+        elif name == "keys_file":
+            value = keys
+        elif name == "state_dir":
+            value = tmp_path / "state"
+        else:
+            value = f"x-{name}"
+        given[name], args = value, [*args, flag, str(value)]
+    received = []
+    monkeypatch.setattr(command, "run", received.append)
+    result = CliRunner().invoke(app, ["serve", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (settings,) = received
+    for name, value in given.items():
+        assert getattr(settings, name) == value, name

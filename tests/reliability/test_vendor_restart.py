@@ -20,12 +20,12 @@ def images_sold(state_dir) -> int:
 
 def test_the_vendor_killed_mid_request_three_times_loses_and_double_bills_nothing(tiny_checkpoint, pacs_mini, tmp_path):
     state, cache, port = tmp_path / "vendor", tmp_path / "cache", free_port()
-    serve = ["--model", "vl2v-tiny", "--pretrained", str(tiny_checkpoint), "--max-batch", "8", "--log-level", "warning"]
-    env = {"VL2V_API_KEYS": "carol:sk-carol:1000", "VL2V_FAULT_LATENCY_MS": "50"}  # each request lingers 50 ms
+    serve = {"model": "vl2v-tiny", "pretrained": tiny_checkpoint, "max_batch": 8, "log_level": "warning"}
+    serve |= {"api_keys": "carol:sk-carol:1000", "fault_latency_ms": 50}  # each request lingers 50 ms
     query = None
     try:
         for life in range(KILLS + 1):
-            with local_vendor(serve, env, state, port=port) as vendor:
+            with local_vendor(serve, state, port=port) as vendor:
                 if query is None:
                     query = spawn_query(vendor.url, pacs_mini, cache, "--batch-size", "4", "--budget", str(BUDGET))
                 if life == KILLS:
