@@ -22,7 +22,7 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, STYLE_WORDS, STYLES, TRAINING_SEED_BASE, render
 from teacher_service.encoder import register_packaged_configs
@@ -68,11 +68,14 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     model, _, preprocess = open_clip.create_model_and_transforms(ARCHITECTURE)
+    if args.init:  # fine-tune earlier weights (e.g. the shipped teacher) instead of starting from random ones
+        state = load_file(str(Path(args.init) / "open_clip_model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
     tokenizer = open_clip.get_tokenizer(ARCHITECTURE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     started = time.perf_counter()
     for step in range(args.steps):
-        lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
         images, captions, classes, named, styles = caption_batch(rng, args.batch)
@@ -140,10 +143,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100, help="steps of linear warm-up before the cosine decay")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", default=str(Path(__file__).resolve().parents[1] / "teacher_service" / "demo" / "vl2v-demo")
-    )
+    parser.add_argument("--init", help="a folder of earlier weights to fine-tune (open_clip_model.safetensors)")
+    parser.add_argument("--out", default=str(SHIPPED), help="where to save  [default: where the vendor loads it]")
     train(parser.parse_args())
 
 
