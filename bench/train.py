@@ -41,7 +41,7 @@ def build(args, cache_dir: Path):
     torch.manual_seed(0)
     backbone = timm_student(args.student, pretrained=False, weights=None, image_size=args.image_size)
     cls = get_method("adip")
-    method = cls(backbone, knowledge, cls.Hparams(), Context("pacs", (), args.steps, len(dataset.classes)))
+    method = cls(backbone, knowledge, cls.Hparams(), Context("pacs", (), len(dataset.classes)))
     stage = method.stages()[1]  # the distill stage: the whole backbone trains
     optimizer = torch.optim.Adam(stage.param_groups, lr=5e-5)
     return knowledge, splits, method, optimizer

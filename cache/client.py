@@ -20,6 +20,7 @@ import requests
 import urllib3
 
 from teacher_service.schema import (
+    API_PREFIX,
     IDEMPOTENCY_HEADER,
     REPLAYED_HEADER,
     REQUEST_ID_HEADER,
@@ -30,6 +31,7 @@ from teacher_service.schema import (
     decode_vector,
 )
 
+from .errors import InvalidOption
 from .store import NORM_TOLERANCE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -121,10 +123,10 @@ class TeacherClient:
 
     def model(self) -> dict:
         """The served model card (`GET /v1/models`, first entry)."""
-        return ModelList.model_validate(self._request("GET", "/v1/models").json()).data[0].model_dump()
+        return ModelList.model_validate(self._request("GET", f"{API_PREFIX}/models").json()).data[0].model_dump()
 
     def usage(self) -> dict:
-        return UsageReport.model_validate(self._request("GET", "/v1/usage").json()).model_dump()
+        return UsageReport.model_validate(self._request("GET", f"{API_PREFIX}/usage").json()).model_dump()
 
     def embed(self, body: bytes, idempotency_key: str, *, count: int, dim: int) -> Embedded:
         """`POST /v1/embeddings` of a body made by `request_body`, sent as these exact bytes under an idempotency
@@ -137,7 +139,7 @@ class TeacherClient:
         attempts: list[str] = []
         response = self._request(
             "POST",
-            "/v1/embeddings",
+            f"{API_PREFIX}/embeddings",
             data=body,
             headers={IDEMPOTENCY_HEADER: idempotency_key, "Content-Type": "application/json"},
             failures=attempts,
@@ -217,7 +219,7 @@ def _checked_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         example = url.strip().split("://")[-1] or "127.0.0.1:8000"
-        raise ValueError(f"vendor URL {url!r} needs a scheme and a host, e.g. http://{example}")
+        raise InvalidOption(f"vendor URL {url!r} needs a scheme and a host, e.g. http://{example}")
     return url.strip().rstrip("/")
 
 

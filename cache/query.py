@@ -45,6 +45,7 @@ from .client import (
 )
 from .data.datasets import Dataset, DatasetError, ImageFile, open_dataset
 from .data.prompts import all_prompts
+from .errors import InvalidOption
 from .selection import priority_order
 from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
 from .views import render_view, view_params
@@ -85,13 +86,13 @@ class QueryConfig:
 
     def __post_init__(self) -> None:
         if self.budget is not None and self.budget < 0:
-            raise ValueError(f"--budget must be >= 0, got {self.budget}")
+            raise InvalidOption(f"--budget must be >= 0, got {self.budget}")
         if not 1 <= self.batch_size <= 1024:
-            raise ValueError(f"--batch-size must be in [1, 1024], got {self.batch_size}")
+            raise InvalidOption(f"--batch-size must be in [1, 1024], got {self.batch_size}")
         if self.concurrency < 1:
-            raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
+            raise InvalidOption(f"--concurrency must be >= 1, got {self.concurrency}")
         if not 0 <= self.views <= MAX_VIEWS:
-            raise ValueError(f"--views must be in [0, {MAX_VIEWS}], got {self.views}")
+            raise InvalidOption(f"--views must be in [0, {MAX_VIEWS}], got {self.views}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import random
 from collections import defaultdict
 
 from .data.datasets import ImageFile
+from .errors import InvalidOption
 
 STRATEGIES = ("stratified", "random")
 
@@ -27,7 +28,7 @@ def priority_order(
     random: one seeded shuffle of all files.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown selection {strategy!r}; choose one of {list(STRATEGIES)}")
+        raise InvalidOption(f"unknown selection {strategy!r}; choose one of {list(STRATEGIES)}")
     eligible = [f for f in files if f.domain not in exclude_domains]
     rng = random.Random(f"{strategy}:{seed}")
     if strategy == "random":

@@ -1,4 +1,4 @@
-"""The embedding cache: one LMDB environment with named databases (DESIGN.md, "The cache").
+"""The embedding cache: one LMDB environment with named databases (docs/cache.md).
 
     meta          schema version, teacher fingerprint, dataset, dtype
     items         image key (sha256 of the file bytes) -> {"paths": [...]}: relative paths share one key
@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 import numpy as np
@@ -140,6 +140,20 @@ def _dumps(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+_OWN_FILES = {"data.mdb", "lock.mdb", _LOCK}
+
+
+def _check_own_folder(path: Path) -> None:
+    """A cache is created only in a new or empty folder: never spread over a source tree or someone's files."""
+    if not path.is_dir() or (path / "data.mdb").is_file():
+        return
+    others = sorted(p.name for p in path.iterdir() if p.name not in _OWN_FILES)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        hint = " (it is vl2v's own source package: run from another folder)" if "store.py" in others else ""
+        raise CacheError(f"{path} holds other files ({shown}) and no cache{hint}; pass --cache a new or empty folder")
+
+
 class EmbeddingCache:
     """An open cache directory. Use `EmbeddingCache.open(path)` to read, `open(path, write=True)` to write."""
 
@@ -147,9 +161,9 @@ class EmbeddingCache:
         self.path = path
         self._env = env
         self._lock_fd = lock_fd
-        self._db: dict[str, object | None] = {name: self._open_db(name) for name in _DBS}
+        self._db: dict[str, Any] = {name: self._open_db(name) for name in _DBS}  # lmdb._Database, or None
 
-    def _open_db(self, name: str) -> object | None:
+    def _open_db(self, name: str) -> Any:
         """A named database; None when a reader finds an older cache without it (it reads as empty)."""
         try:
             return self._env.open_db(name.encode(), create=self._lock_fd is not None)
@@ -175,6 +189,7 @@ class EmbeddingCache:
             cache = cls(path, env, None)
             cache._check_schema()
             return cache
+        _check_own_folder(path)
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = _take_writer_lock(path / _LOCK, wait)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from importlib.metadata import version
 from typing import Annotated
@@ -52,12 +53,18 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="VL2V_DEBUG", help="Show the traceback of any error (also VL2V_DEBUG=1)."),
+    ] = False,
     _version: Annotated[
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """vl2v: serve a CLIP teacher, query it on a budget, distil a student offline."""
+    if debug:
+        os.environ["VL2V_DEBUG"] = "1"  # read by cli.errors, and inherited by a vendor the command starts
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cache.client import RetryPolicy, TeacherClient, VendorError
+from cache.errors import InvalidOption
 from cache.export import FORMATS, export_npz
 from cache.inspect import cache_info, verify_cache
 from cache.store import SCHEMA_VERSION, EmbeddingCache
@@ -158,7 +159,7 @@ def export(
 
     Embeddings, paths, domains, labels, prompts and text embeddings, written atomically."""
     if format not in FORMATS:
-        raise ValueError(f"--format {format!r} is not one of {list(FORMATS)}")
+        raise InvalidOption(f"--format {format!r} is not one of {list(FORMATS)}")
     with EmbeddingCache.open(one_cache(path, cache)) as store:
         written = export_npz(store, out, overwrite=overwrite)
     typer.echo(

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cache.errors import InvalidOption
 from student.config import DistillConfig, TrainConfig
 from student.methods import method_names
 
@@ -28,7 +29,7 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected key=value")
+            raise InvalidOption(f"--set {item!r}: expected key=value")
         pairs[key.strip()] = value.strip()
     return pairs
 

@@ -1,9 +1,14 @@
-"""Library errors become one red line on stderr and a documented exit code, never a traceback."""
+"""User errors become one red line on stderr and a documented exit code; programming errors keep their traceback.
+
+A user error is one of the typed errors below: a bad option or setting, a dataset, cache or vendor that cannot be
+used, a file that cannot be read or written. Anything else (a bare `ValueError`, a `RuntimeError` from torch) is
+a bug and shows its traceback. `vl2v --debug ...` or `VL2V_DEBUG=1` shows the traceback of every error."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +21,7 @@ from rich.markup import escape
 
 from cache.client import QuotaExhausted, VendorAuthError, VendorError, VendorUnreachable
 from cache.data.datasets import DatasetError
+from cache.errors import UserError
 from cache.store import CacheError
 from teacher_service.settings import ConfigError, one_line
 
@@ -44,9 +50,14 @@ _CODES: list[tuple[type[BaseException], int]] = [
     (ValidationError, exit_codes.ERROR),
     (DatasetError, exit_codes.ERROR),
     (CacheError, exit_codes.ERROR),
-    (ValueError, exit_codes.ERROR),
+    (UserError, exit_codes.ERROR),
     (OSError, exit_codes.ERROR),
 ]
+
+
+def debugging() -> bool:
+    """`--debug` or VL2V_DEBUG=1: errors keep their traceback."""
+    return os.environ.get("VL2V_DEBUG", "").strip().lower() in ("1", "true", "yes")
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -59,7 +70,7 @@ def fail(message: str, code: int = exit_codes.ERROR) -> typer.Exit:
 
 
 def reports_errors(command: F) -> F:
-    """Wrap a command: known library errors exit with their code and one line; Ctrl-C exits 130."""
+    """Wrap a command: user errors exit with their code and one line (unless debugging); Ctrl-C exits 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -69,6 +80,8 @@ def reports_errors(command: F) -> F:
             stderr.print("interrupted")
             raise typer.Exit(exit_codes.INTERRUPTED) from None
         except tuple(kind for kind, _ in _CODES) as e:
+            if debugging():
+                raise
             raise fail(_one_line(e), exit_code_for(e)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from cache.data.prompts import TEMPLATES
+from cache.errors import InvalidOption
 from cache.store import EmbeddingCache
 from student.report import chart, markdown
 from student.report import collect as collect_runs
@@ -126,7 +127,7 @@ def report(
         return
     records = [r for run in runs for r in read_records(run)]
     if not records:
-        raise ValueError(f"no results.jsonl under {', '.join(map(str, runs))}")
+        raise InvalidOption(f"no results.jsonl under {', '.join(map(str, runs))}")
     collected = collect(records, selection or "iid")
     text = sweep_markdown(collected)
     out.write_text(text)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cache.errors import InvalidOption
 from student.config import TrainConfig
 from student.methods import method_names
 
@@ -59,7 +60,7 @@ def sweep(
     from student.sweep import LAUNCHERS, SweepConfig, plan, run_local, run_slurm, save, status
 
     if launcher not in LAUNCHERS:
-        raise ValueError(f"--launcher {launcher!r} is not one of {list(LAUNCHERS)}")
+        raise InvalidOption(f"--launcher {launcher!r} is not one of {list(LAUNCHERS)}")
     config = SweepConfig(
         caches=tuple(cache),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

@@ -1,10 +1,12 @@
-"""The shared math of every method (METHODS.md, "Shared building blocks"), written once."""
+"""The shared math of every method (docs/methods.md, "Building blocks"), written once."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cache.store import CacheError
 
 
 def cosine_distill(a: Tensor, b: Tensor) -> Tensor:
@@ -55,6 +57,6 @@ def prompt_embedding(texts: dict[str, Tensor], prompts: list[str]) -> Tensor:
     """Normalise each prompt's embedding, average them, normalise again: (D,)."""
     missing = [p for p in prompts if p not in texts]
     if missing:
-        raise ValueError(f"the cache has no embedding for prompts {missing[:3]}; re-run `vl2v query` to buy them")
+        raise CacheError(f"the cache has no embedding for prompts {missing[:3]}; re-run `vl2v query` to buy them")
     stacked = torch.stack([F.normalize(texts[p].float(), dim=-1) for p in prompts])
     return F.normalize(stacked.mean(0), dim=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +16,6 @@ from cache.data.prompts import all_prompts
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context, Method
-from .models import Backbone, clip_image_tower, timm_student
 
 MODEL_FILE = "model.safetensors"
 
@@ -43,12 +43,10 @@ def load_student(path: Path, device: str = "cpu") -> tuple[Method, dict]:
     """Rebuild the method from `model.safetensors` alone: no cache, no teacher, no hub."""
     meta = read_meta(path)
     cls = get_method(meta["method"])
-    context = Context(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["context"].items()})
+    fields = {f.name for f in dataclasses.fields(Context)}  # students saved before a field went still load
+    context = Context(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["context"].items() if k in fields})
     hparams = cls.Hparams(**meta["hparams"])
-    if meta["method"] == "sd":
-        backbone: Backbone = clip_image_tower(meta["student"], meta["student_weights"])
-    else:
-        backbone = timm_student(meta["student"], pretrained=False, weights=None, image_size=meta["image_size"])
+    backbone = cls.rebuild_backbone(meta["student"], meta.get("student_weights"), meta["image_size"])
     method = cls(backbone, _placeholder_knowledge(meta, context), hparams, context)
     with safe_open(str(path), "pt") as f:
         method.load_state_dict({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (safe_open has no items)

@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from cache.data.datasets import Dataset as DomainDataset
+from cache.errors import InvalidOption
+from cache.store import CacheError
 from cache.views import ViewParams, apply_view
 from teacher_service.imaging import to_rgb
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HOLDOUT = 0.2
 
 
@@ -82,9 +83,9 @@ def make_splits(
 ) -> Splits:
     domains = dataset.domains
     if test_domain not in domains:
-        raise ValueError(f"--test-domain {test_domain!r} is not one of {list(domains)}")
+        raise InvalidOption(f"--test-domain {test_domain!r} is not one of {list(domains)}")
     if holdout is not None and (holdout not in domains or holdout == test_domain):
-        raise ValueError(f"--holdout {holdout!r} must be one of {list(domains)} other than the test domain")
+        raise InvalidOption(f"--holdout {holdout!r} must be one of {list(domains)} other than the test domain")
     by_domain: dict[int, list[Sample]] = {i: [] for i in range(len(domains))}
     index = {d: i for i, d in enumerate(domains)}
     views_by_key = views_by_key or {}
@@ -123,7 +124,7 @@ class Normalize:
     """uint8 (B, 3, H, W) -> float32 (x / 255 - mean) / std, on the batch's device: the same numbers, in the same
     order of operations, as torchvision's ToTensor followed by Normalize."""
 
-    def __init__(self, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> None:
+    def __init__(self, mean: tuple = IMAGENET_DEFAULT_MEAN, std: tuple = IMAGENET_DEFAULT_STD) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -254,7 +255,7 @@ def train_loader(
     offsets = []
     for samples in train_sets.values():
         if not samples:
-            raise ValueError("a source domain has no cached training image; query more of it (`vl2v query`)")
+            raise CacheError("a source domain has no cached training image; query more of it (`vl2v query`)")
         offsets.append((len(flat), len(samples)))
         flat += samples
     sampler = StepBatches(offsets, per_domain, seed, start, end, share)

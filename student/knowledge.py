@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from cache.data.prompts import anchor_prompt, class_prompts
-from cache.store import EmbeddingCache
+from cache.store import CacheError, EmbeddingCache
 from cache.views import ViewParams
 
 from .blocks import prompt_embedding
@@ -41,7 +41,7 @@ class TeacherKnowledge:
     def from_cache(cls, cache: EmbeddingCache) -> TeacherKnowledge:
         teacher, dataset = cache.teacher, cache.dataset
         if teacher is None or dataset is None:
-            raise ValueError(f"{cache.path} holds no teacher or dataset yet; run `vl2v query` first")
+            raise CacheError(f"{cache.path} holds no teacher or dataset yet; run `vl2v query` first")
         keys, matrix = cache.image_matrix()
         names, view_matrix, params = cache.view_matrix()
         views: dict[str, list[tuple[int, int]]] = {}

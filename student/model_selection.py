@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from cache.errors import InvalidOption
+
 SELECTIONS = ("iid", "loo", "oracle")
 TITLES = {
     "iid": "training-domain validation",
@@ -57,7 +59,7 @@ def select(records: Iterable[dict], method: str = "iid") -> Chosen | None:
     """The choice of `method` among the records of one (dataset, algorithm, target domain, trial); None if the
     records cannot support it (leave-one-domain-out needs runs holding out each source domain too)."""
     if method not in SELECTIONS:
-        raise ValueError(f"unknown model selection {method!r}; choose one of {list(SELECTIONS)}")
+        raise InvalidOption(f"unknown model selection {method!r}; choose one of {list(SELECTIONS)}")
     records = list(records)  # every checkpoint, and the final model (averaged, for SWAD and SMA)
     by_sample: dict[int, list[dict]] = defaultdict(list)
     for r in records:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import open_clip
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from teacher_service.encoder import ClipEncoder
+from cache.errors import InvalidOption
+from teacher_service.weights import create_clip
 
 from .weights import WeightsError, offline_weights_for, packaged
 
 
-class StudentError(ValueError):
+class StudentError(InvalidOption):
     """The student cannot be built as asked; the message says what to do."""
 
 
@@ -59,8 +62,8 @@ def timm_student(name: str, *, pretrained: bool, weights: str | Path | None, ima
     return Backbone(
         model,
         model.num_features,
-        config.get("mean", (0.485, 0.456, 0.406)),
-        config.get("std", (0.229, 0.224, 0.225)),
+        config.get("mean", IMAGENET_DEFAULT_MEAN),
+        config.get("std", IMAGENET_DEFAULT_STD),
         image_size,
     )
 
@@ -109,9 +112,12 @@ def clip_image_tower(name: str, checkpoint: str | None) -> Backbone:
             "method 'sd' trains the teacher's own image tower and needs its weights: pass --student-weights "
             "with an open_clip checkpoint file or local-dir:FOLDER, and --student with its open_clip name"
         )
-    encoder = ClipEncoder.load(name, checkpoint, device="cpu")
-    info = encoder.info
-    visual = encoder.model.visual.train().requires_grad_(True)
-    return Backbone(
-        visual, info.embedding_dim, tuple(info.preprocess["mean"]), tuple(info.preprocess["std"]), info.image_size[0]
-    )
+    clip, _ = create_clip(name, checkpoint)
+    preprocess = open_clip.get_model_preprocess_cfg(clip)
+    size = preprocess["size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    visual = clip.visual
+    with torch.no_grad():
+        dim = int(visual.eval()(torch.zeros(1, 3, *size)).shape[-1])
+    visual.train().requires_grad_(True)
+    return Backbone(visual, dim, tuple(preprocess["mean"]), tuple(preprocess["std"]), size[0])

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from cache.data.datasets import REGISTRY, open_dataset, prompt_words
+from cache.errors import InvalidOption
 from cache.store import EmbeddingCache
 
 from .checkpoint import MODEL_FILE, save_student
@@ -30,13 +31,12 @@ from .distributed import Ranks, process_group, ranks_from_environment
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context
-from .models import clip_image_tower, timm_student
 from .trainer import Progress, Trainer
 
 log = logging.getLogger("vl2v.distill")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InvalidOption):
     """`--out` cannot take this run: it holds another run, or settings differ from the run being resumed."""
 
 
@@ -72,7 +72,7 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> d
     targets = list(dataset.domains) if config.test_domains == ("all",) else list(config.test_domains)
     for target in targets:
         if target not in dataset.domains:
-            raise ValueError(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
+            raise InvalidOption(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
     described = json.loads(json.dumps(_describe(config, hparams, knowledge), default=str))
     ranks.on_leader(lambda: _claim_out(config, described))
     keys_by_path, changed = ranks.on_leader(lambda: unchanged_files(dataset.root, keys_by_path))
@@ -81,7 +81,9 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> d
     runs = []
     for target in targets:
         for trial in range(config.first_trial, config.first_trial + config.trials):
-            run = _one_run(config, train, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks)
+            run = _one_run(
+                config, train, method_cls, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks
+            )
             runs.append(run)
     if not ranks.leader:
         return None
@@ -174,7 +176,9 @@ def unchanged_files(root: Path, keys_by_path: dict[str, str], workers: int = 8) 
     return kept, {"changed": len(changed), "missing": len(missing), "examples": (changed + missing)[:5]}
 
 
-def _one_run(config, train, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks) -> dict:
+def _one_run(
+    config, train, method_cls, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks
+) -> dict:
     splits = make_splits(
         dataset, keys_by_path, target, trial_seed=trial, views_by_key=knowledge.views_by_key(config.views)
     )
@@ -190,14 +194,14 @@ def _one_run(config, train, hparams, knowledge, dataset, keys_by_path, target, t
     )
     train = TrainConfig(**(asdict(train) | {"seed": config.train.seed + trial}))
     torch.manual_seed(train.seed)  # the student's initial weights (random heads, --no-pretrained backbones)
-    backbone = _backbone(config)
+    backbone = method_cls.build_backbone(
+        config.student, pretrained=config.pretrained, weights=config.student_weights, image_size=config.image_size
+    )
     spec = REGISTRY.get(dataset.name)
     sources = tuple(dataset.domains[d] for d in splits.sources)
     anchors = spec.anchor_words(sources) if spec else tuple(prompt_words(d) for d in sources)
-    context = Context(
-        dataset=dataset.name, anchors=anchors, total_steps=config.train.steps, num_classes=len(dataset.classes)
-    )
-    method = get_method(config.method)(backbone, knowledge, hparams, context)
+    context = Context(dataset=dataset.name, anchors=anchors, num_classes=len(dataset.classes))
+    method = method_cls(backbone, knowledge, hparams, context)
     run_dir = config.out / target / f"trial_{trial}"
     record_base = {
         "args": {
@@ -256,14 +260,6 @@ def _one_run(config, train, hparams, knowledge, dataset, keys_by_path, target, t
         "averaging": final.get("averaging", {}),
         "run_dir": str(run_dir),
     }
-
-
-def _backbone(config: DistillConfig):
-    if config.method == "sd":
-        return clip_image_tower(config.student, config.student_weights)
-    return timm_student(
-        config.student, pretrained=config.pretrained, weights=config.student_weights, image_size=config.image_size
-    )
 
 
 def _summarise(config: DistillConfig, runs: list[dict], domains: tuple[str, ...]) -> dict:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cache.errors import InvalidOption
 from cache.store import EmbeddingCache
 
 from .config import TrainConfig
@@ -56,11 +57,11 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if not self.caches:
-            raise ValueError("a sweep needs at least one --cache")
+            raise InvalidOption("a sweep needs at least one --cache")
         for method in self.methods:
             check_method_name(method)
         if self.trials < 1 or self.hparam_samples < 1:
-            raise ValueError("--trials and --hparam-samples must be >= 1")
+            raise InvalidOption("--trials and --hparam-samples must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def plan(config: SweepConfig) -> list[RunSpec]:
         targets = domains if config.test_domains == ("all",) else list(config.test_domains)
         for target in targets:
             if target not in domains:
-                raise ValueError(f"--test-domain {target!r} is not one of {domains} ({cache})")
+                raise InvalidOption(f"--test-domain {target!r} is not one of {domains} ({cache})")
         for method in config.methods:
             hparams = get_method(method).Hparams
             for sample in range(config.hparam_samples):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cache.errors import InvalidOption, UserError
+
 from .averaging import AVERAGING, NoAveraging, State, apply_average
 from .config import TrainConfig
 from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, train_loader
@@ -56,7 +58,7 @@ class Progress:
     target_acc: float | None = None  # the final model's
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserError):
     """The loss stopped being a number: the run stops rather than report a broken model as accurate."""
 
     def __init__(self, method: str, stage: str, step: int, parts: dict[str, Tensor]) -> None:
@@ -71,7 +73,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
+        raise InvalidOption("--device cuda requested but CUDA is not available")
     return torch.device(device)
 
 
@@ -98,7 +100,7 @@ class Trainer:
         self.on_progress = on_progress if ranks.leader else lambda p: None
         global_batch = config.batch_size * len(splits.sources)
         if global_batch % ranks.world:
-            raise ValueError(
+            raise InvalidOption(
                 f"a step's {global_batch} images (--batch-size {config.batch_size} x {len(splits.sources)} source "
                 f"domains) do not split evenly over {ranks.world} processes"
             )

@@ -17,10 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cache.errors import InvalidOption
+
 PYPI = "pypi:"
 
 
-class WeightsError(ValueError):
+class WeightsError(InvalidOption):
     """Weights that cannot be found or do not fit the student; the message says what to do."""
 
 

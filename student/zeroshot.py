@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import torch
 
-from cache.store import EmbeddingCache
+from cache.store import CacheError, EmbeddingCache
 
 from .blocks import cosine_logits
 from .knowledge import TeacherKnowledge
@@ -18,7 +18,7 @@ def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> dic
     knowledge = TeacherKnowledge.from_cache(cache)
     classes = knowledge.class_embeddings(template_set)
     if not knowledge.index:
-        raise ValueError(f"{cache.path} holds no image embeddings yet; buy some with `vl2v query`")
+        raise CacheError(f"{cache.path} holds no image embeddings yet; buy some with `vl2v query`")
     raw_classes = list(cache.dataset["classes"])
     label = {name: i for i, name in enumerate(raw_classes)}
     rows: dict[str, list[tuple[int, int]]] = defaultdict(list)

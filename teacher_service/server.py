@@ -30,7 +30,7 @@ def serve(settings: Settings) -> None:
 
         from .app import create_app
         from .billing import open_billing
-        from .encoder import resolve_source
+        from .weights import resolve_source
 
         resolve_source(settings.model, settings.pretrained, settings.allow_random_weights)
         store = open_billing(settings)

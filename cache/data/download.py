@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import requests
 
+from ..errors import InvalidOption
 from .datasets import Archive, DatasetError, get_spec, open_dataset
 
 log = logging.getLogger("vl2v.data")
@@ -31,7 +32,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_files < 1:
-            raise ValueError("download limits must be >= 1")
+            raise InvalidOption("download limits must be >= 1")
 
 
 def download_dataset(

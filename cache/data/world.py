@@ -3,11 +3,10 @@
 Four styles are the benchmark's domains (as PACS has photo, art painting, cartoon and sketch); four more exist
 only in the vendor's training data, so the demo teacher has seen more of the world than any student will.
 
-Backgrounds may carry one of 8 patterns (stripes, dots, rings...). A teacher trained by `train.py` now learns from
-images whose pattern is drawn at random, as CLIP learns from the web's variety of backgrounds; the benchmark can
-give each class its own pattern in most source images (`write_benchmark(context_bias=...)`): the context bias of
-real datasets, which an ImageNet student, drawn to texture, learns as a shortcut, and which fails it on the target
-domain. The shipped teacher predates the patterns, so the benchmark's default is plain backgrounds.
+Backgrounds may carry one of 8 patterns (stripes, dots, rings...). The demo teacher learnt from images whose
+pattern is drawn at random, as CLIP learns from the web's variety of backgrounds; the benchmark can give each class
+its own pattern in most source images (`write_benchmark(context_bias=...)`): the context bias of real datasets,
+which an ImageNet student, drawn to texture, learns as a shortcut, and which fails it on the target domain.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ..errors import InvalidOption
 
 SIZE = 64
 CLASSES = ("arrow", "circle", "cross", "heart", "moon", "square", "star", "triangle")
@@ -243,8 +244,8 @@ def write_benchmark(
 ) -> Path:
     """The benchmark in DomainBed layout, `root/vl2v_demo/<domain>/<class>/<i>.png`; returns the dataset folder.
 
-    With `context_bias` None (the default) backgrounds are plain: the world the shipped demo teacher was trained
-    on. With a share, every image has a patterned background: in every domain but `target`, a share
+    With `context_bias` None (the default) backgrounds are plain. With a share, every image has a patterned
+    background: in every domain but `target`, a share
     `context_bias` of each class's images show that class's own pattern (class i, pattern i); the rest, and every
     target image, show one drawn at random.
 
@@ -252,9 +253,9 @@ def write_benchmark(
     this one are kept, so a second call is free.
     """
     if target is not None and target not in DOMAINS:
-        raise ValueError(f"target {target!r} is not one of {list(DOMAINS)}")
+        raise InvalidOption(f"target {target!r} is not one of {list(DOMAINS)}")
     if context_bias is not None and not 0 <= context_bias <= 1:
-        raise ValueError(f"context_bias must be in [0, 1], got {context_bias}")
+        raise InvalidOption(f"context_bias must be in [0, 1], got {context_bias}")
     folder = root / "vl2v_demo"
     world = {"per_class": per_class, "seed": seed, "target": target, "context_bias": context_bias}
     recorded = folder / "world.json"

@@ -8,6 +8,8 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING
 
+from cache.errors import InvalidOption
+
 if TYPE_CHECKING:
     from .base import Method
 
@@ -31,7 +33,7 @@ def method_names() -> list[str]:
 def check_method_name(name: str) -> None:
     """A ValueError naming the choices, unless `name` is a method. Imports nothing."""
     if name not in method_names():
-        raise ValueError(f"unknown method {name!r}; choose one of {method_names()}")
+        raise InvalidOption(f"unknown method {name!r}; choose one of {method_names()}")
 
 
 def get_method(name: str) -> type[Method]:

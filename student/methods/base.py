@@ -11,9 +11,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from cache.errors import InvalidOption
+
 from ..blocks import TextHead, cosine_logits
 from ..knowledge import TeacherKnowledge
-from ..models import Backbone
+from ..models import Backbone, timm_student
 
 OPTIMIZERS = ("adam", "sgd")
 AVERAGING = ("none", "swad", "sma")
@@ -99,14 +101,14 @@ class Hparams:
         values = {}
         for key, raw in overrides.items():
             if key not in fields:
-                raise ValueError(f"--set {key}: unknown hyper-parameter of {cls.__name__}; valid: {sorted(fields)}")
+                raise InvalidOption(f"--set {key}: unknown hyper-parameter of {cls.__name__}; valid: {sorted(fields)}")
             values[key] = _parse(key, raw, fields[key].default)
         return cls(**values)
 
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
-        raise ValueError(f"hyper-parameter {key} {message}")
+        raise InvalidOption(f"hyper-parameter {key} {message}")
 
 
 def _parse(key: str, raw: str, default: object) -> object:
@@ -120,16 +122,15 @@ def _parse(key: str, raw: str, default: object) -> object:
             return raw.lower() in ("true", "1")
         return kind(raw)
     except ValueError:
-        raise ValueError(f"--set {key}={raw}: expected a {kind.__name__}") from None
+        raise InvalidOption(f"--set {key}={raw}: expected a {kind.__name__}") from None
 
 
 @dataclass(frozen=True)
 class Context:
-    """Facts about the run a method may need: the dataset, the anchor words, the step budget, the classes."""
+    """Facts about the run a method may need: the dataset, the anchor words, the classes."""
 
     dataset: str
     anchors: tuple[str, ...]  # RISE's anchor words for the source domains
-    total_steps: int
     num_classes: int
 
 
@@ -161,6 +162,16 @@ class Method(nn.Module):
         self.context = context
         self.logit_scale = knowledge.logit_scale
         self.text = TextHead(knowledge.class_embeddings(self.template_set), knowledge.logit_scale)
+
+    @staticmethod
+    def build_backbone(student: str, *, pretrained: bool, weights: str | None, image_size: int) -> Backbone:
+        """The network this method trains: a timm student (VL2V-SD trains the teacher's own image tower)."""
+        return timm_student(student, pretrained=pretrained, weights=weights, image_size=image_size)
+
+    @staticmethod
+    def rebuild_backbone(student: str, weights: str | None, image_size: int) -> Backbone:
+        """The same network with any initial weights, for a saved student whose tensors will replace them all."""
+        return timm_student(student, pretrained=False, weights=None, image_size=image_size)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from ..blocks import cosine_distill
+from ..models import Backbone, clip_image_tower
 from . import register_method
 from .base import Hparams, Method, Space, Uniform, _check
 
@@ -33,7 +34,14 @@ class SdHparams(Hparams):
 @register_method("sd")
 class SD(Method):
     Hparams = SdHparams
-    white_box = True
+
+    @staticmethod
+    def build_backbone(student: str, *, pretrained: bool, weights: str | None, image_size: int) -> Backbone:
+        return clip_image_tower(student, weights)
+
+    @staticmethod
+    def rebuild_backbone(student: str, weights: str | None, image_size: int) -> Backbone:
+        return clip_image_tower(student, weights)  # its architecture comes with the checkpoint
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         g = self.backbone(batch["images"])

@@ -29,6 +29,7 @@ from ..errors import InvalidInput, InvalidRequest, NotFound, PayloadTooLarge, Re
 from ..faults import cut_off
 from ..runtime import ServiceState, Teacher
 from ..schema import (
+    API_PREFIX,
     BALANCE_HEADER,
     COST_HEADER,
     IDEMPOTENCY_HEADER,
@@ -42,7 +43,7 @@ from ..schema import (
     error_responses,
 )
 
-router = APIRouter(prefix="/v1", tags=["embeddings"])
+router = APIRouter(prefix=API_PREFIX, tags=["embeddings"])
 
 SMALL_BODY = 64 << 10  # bytes; larger bodies are parsed on a thread, one at a time
 _ERRORS = error_responses(400, 401, 402, 404, 408, 409, 413, 422, 429, 503)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..deps import AccountDep, StateDep, TeacherDep
-from ..schema import ModelCard, ModelList, Pricing, error_responses
+from ..schema import API_PREFIX, ModelCard, ModelList, Pricing, error_responses
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix=API_PREFIX, tags=["models"])
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 503))

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 
 from ..billing import NANOS
 from ..deps import AccountDep, StateDep
-from ..schema import UsageReport, error_responses
+from ..schema import API_PREFIX, UsageReport, error_responses
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix=API_PREFIX, tags=["usage"])
 
 
 @router.get("/usage", response_model=UsageReport, responses=error_responses(401))

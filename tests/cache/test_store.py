@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import cache.store
 from cache.store import (
     SCHEMA_VERSION,
     CacheBusy,
@@ -62,6 +64,24 @@ def test_embeddings_items_and_ledger_commit_together_and_read_back(tmp_path):
 def test_a_missing_cache_says_how_to_make_one(tmp_path):
     with pytest.raises(CacheMissing, match="vl2v query"):
         EmbeddingCache.open(tmp_path / "none")
+
+
+def test_a_cache_is_created_only_in_a_new_or_empty_folder_never_in_the_source_package(tmp_path):
+    package = Path(cache.store.__file__).parent  # what `vl2v query` from the repo root would open as ./cache
+    before = sorted(p.name for p in package.iterdir())
+    with pytest.raises(CacheError, match="vl2v's own source package: run from another folder"):
+        EmbeddingCache.open(package, write=True)
+    assert sorted(p.name for p in package.iterdir()) == before
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"not mine to fill")
+    with pytest.raises(CacheError, match=r"holds other files \(holiday.jpg\) and no cache; pass --cache a new"):
+        EmbeddingCache.open(photos, write=True)
+    assert [p.name for p in photos.iterdir()] == ["holiday.jpg"]
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "new"):
+        EmbeddingCache.open(folder, write=True).close()
+        EmbeddingCache.open(folder, write=True).close()  # and its own files never count as others
 
 
 def _hold_writer(path, ready, release) -> None:

@@ -36,7 +36,7 @@ def identity_backbone() -> Backbone:
 
 def build(name: str, **overrides):
     cls = get_method(name)
-    context = Context("pacs", ANCHORS, total_steps=100, num_classes=C)
+    context = Context("pacs", ANCHORS, num_classes=C)
     method = cls(identity_backbone(), knowledge(), cls.Hparams.with_overrides(overrides), context)
     for module in method.modules():  # identity heads and projectors, so the formulas are easy to write
         if isinstance(module, nn.Linear) and module.weight.shape == (D, D) and name != "rise":
