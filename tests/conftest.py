@@ -1,4 +1,8 @@
-"""Shared fixtures: real images, a tiny open_clip checkpoint, and the service on a real loopback socket."""
+"""Shared fixtures: test images, a tiny open_clip checkpoint, and the service on a real loopback socket.
+
+The images are the real PACS subset in `../shared/data` (or `VL2V_TEST_DATA`) when it is there, and a PACS-shaped
+folder drawn by the demo world when it is not (`tests/generated_data.py`), so a bare clone passes too.
+`VL2V_TEST_DATA=generated` forces the drawn folder where the real one exists (CI runs both ways)."""
 
 from __future__ import annotations
 
@@ -17,25 +21,38 @@ import torch
 from safetensors.torch import save_file
 
 from teacher_service.app import create_app
-from teacher_service.encoder import register_packaged_configs
 from teacher_service.local import free_port
 from teacher_service.runtime import EncoderFactory, load_encoder
 from teacher_service.settings import Settings
+from teacher_service.weights import register_packaged_configs
 
+from .generated_data import write_pacs_like
 from .postgres import PostgresServer, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("VL2V_TEST_DATA", REPO.parent / "shared" / "data"))
-PACS_MINI = DATA / "pacs-mini"
+DATA = os.environ.get("VL2V_TEST_DATA", str(REPO.parent / "shared" / "data"))
+REAL_PACS = None if DATA == "generated" else Path(DATA) / "pacs-mini"
 TINY = "vl2v-tiny"
 KEYS = "alice:sk-alice-secret:10.0,bob:sk-bob-secret:0.0005"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads the test images, so CI can run them again on the drawn ones (`-m images`)."""
+    for item in items:
+        if "pacs_mini" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.images)
+
+
+def real_images() -> bool:
+    return REAL_PACS is not None and (REAL_PACS / "photo").is_dir()
+
+
 @pytest.fixture(scope="session")
-def pacs_mini() -> Path:
-    if not (PACS_MINI / "photo").is_dir():
-        pytest.fail(f"test images not found at {PACS_MINI}; set VL2V_TEST_DATA to the shared data folder")
-    return PACS_MINI
+def pacs_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 domains x 7 classes x 40 images in DomainBed layout, JPEG and PNG: real when present, drawn otherwise."""
+    if real_images():
+        return REAL_PACS
+    return write_pacs_like(tmp_path_factory.mktemp("pacs-mini"))
 
 
 @pytest.fixture(scope="session")
