@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cache.errors import InvalidOption
 from student.config import DemoConfig
 
 from .errors import reports_errors, say, stderr, stdout
@@ -41,13 +42,12 @@ def demo(
     ] = _D.lr,
     per_class: Annotated[int, typer.Option(help="images per domain and class")] = _D.per_class,
     context_bias: Annotated[
-        float | None,
+        str,
         typer.Option(
             metavar="SHARE",
-            help="share of source images on their class's background pattern (needs a teacher trained with "
-            "patterns; the shipped one is not)  [default: plain backgrounds]",
+            help="share of source images on their class's background pattern, or none (plain backgrounds)",
         ),
-    ] = _D.context_bias,
+    ] = str(_D.context_bias),
     views: Annotated[
         int, typer.Option(metavar="K", help="augmented views bought of each image, replayed by the students")
     ] = _D.views,
@@ -76,7 +76,7 @@ def demo(
         eval_every=eval_every,
         lr=lr,
         per_class=per_class,
-        context_bias=context_bias,
+        context_bias=_share(context_bias),
         views=views,
         budget=budget,
         seed=seed,
@@ -122,3 +122,12 @@ def demo(
         f"paid {result['images_paid']} images + {result['texts_paid']} prompts for "
         f"{money(result['cost'], result['currency'])}; chart {result['chart']}; everything in {result['out']}"
     )
+
+
+def _share(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidOption(f"--context-bias must be a share in [0, 1] or none, got {text!r}") from None

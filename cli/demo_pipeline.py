@@ -27,9 +27,20 @@ from teacher_service.local import local_vendor
 Event = Callable[[str], None]
 
 
-# Where the demo departs from each method's paper defaults (chosen on source-domain validation only; see the
-# README's demo section for the search and its results). Empty: the paper's defaults hold.
-DEMO_HPARAMS: dict[str, dict[str, str]] = {}
+# Where the demo departs from each method's paper defaults, and why.
+# - Learning rates: the demo trains 100 steps per stage, far shorter than the papers' 5,000, and Adam's 5e-5 barely
+#   moves a pretrained student in that time. Each entry's lr and weights are the point a DomainBed search chose by
+#   source-domain validation only (4 random samples of every method's space, seed 0, sketch held out; docs/demo.md
+#   has the command and every sample). RISE keeps its paper defaults: they won its search.
+# - Weight averaging: SWAD (ADiP) needs several evaluations after the validation loss converges, and SMA (SCMD)
+#   starts at step 300; a stage of 100 steps evaluated twice has room for neither, and both would fall back to
+#   the last weights. The demo keeps the best source-validation checkpoint instead, as ERM, KD and RISE do.
+DEMO_HPARAMS: dict[str, dict[str, str]] = {
+    "erm": {"lr": "2.7e-4", "weight_decay": "1.1e-4"},
+    "kd": {"lr": "2.8e-4", "weight_decay": "3.1e-5", "temperature": "2", "kd_weight": "0.2"},
+    "scmd": {"lr": "1.5e-4", "weight_decay": "1.3e-4", "kd_weight": "0.63", "averaging": "none"},
+    "adip": {"lr": "1.6e-4", "weight_decay": "2.1e-4", "averaging": "none"},
+}
 
 
 def run_demo(

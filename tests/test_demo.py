@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from cli.app import app
-from cli.demo_pipeline import _distill_config, gap_closed
+from cli.demo_pipeline import DEMO_HPARAMS, _distill_config, gap_closed
 from student.config import DemoConfig
-from teacher_service.encoder import ClipEncoder, verified_demo_weights
+from teacher_service.encoder import ClipEncoder
+from teacher_service.weights import verified_demo_weights
 
 
 def test_the_world_is_deterministic_and_its_styles_differ():
@@ -91,7 +92,9 @@ def test_demo_options_reach_every_distillation():
     assert distill.overrides["lr"] == "0.01" and distill.image_size == 32 and not distill.pretrained
     assert distill.views == 2
     assert (distill.train.steps, distill.train.batch_size, distill.train.eval_every) == (7, 3, 2)
-    assert "lr" not in _distill_config(DemoConfig(), "kd").overrides, "each method's own learning rate by default"
+    by_default = {m: _distill_config(DemoConfig(), m).overrides for m in DemoConfig().methods}
+    assert by_default["kd"] == DEMO_HPARAMS["kd"] and by_default["rise"] == {}, "each method's demo settings by default"
+    assert by_default["adip"]["averaging"] == "none", "SWAD has no room in 100 steps: the best checkpoint instead"
     quick, full = DemoConfig().quick(), DemoConfig()
     assert quick.per_class < full.per_class and quick.steps < full.steps
 
