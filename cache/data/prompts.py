@@ -1,8 +1,10 @@
-"""Every text prompt a registered method reads, so that one query buys them all (METHODS.md)."""
+"""Every text prompt a registered method reads, so that one query buys them all (docs/methods.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from ..errors import InvalidOption
 
 # Template sets, by the name the methods use to look them up.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -27,7 +29,7 @@ ANCHOR_TEMPLATE = "a {anchor} of a {name}"
 def class_prompts(template_set: str, class_name: str) -> list[str]:
     """The prompts whose normalised mean is `class_name`'s embedding under `template_set`."""
     if template_set not in TEMPLATES:
-        raise ValueError(f"unknown template set {template_set!r}; known: {', '.join(sorted(TEMPLATES))}")
+        raise InvalidOption(f"unknown template set {template_set!r}; known: {', '.join(sorted(TEMPLATES))}")
     return [t.format(class_name) for t in TEMPLATES[template_set]]
 
 
