@@ -238,7 +238,8 @@ def _plan(config: QueryConfig, dataset: Dataset, card: dict, report: QueryReport
         skips = set(cache.skipped()) if cache else set()
         order = priority_order(dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
         found = _inspect_all(order, dataset.root, cache, skips, config.read_workers, _Views(config.views, None))
-        for units, status in _select(found, len(order), _budget_left(config.budget, report.budget_used), report):
+        selection = _select(found, _budget_left(config.budget, report.budget_used))
+        for units, status in _counted(selection, len(order), report, bought=set()):
             if status == BUY:
                 report.by_domain[units[0].domain] = report.by_domain.get(units[0].domain, 0) + len(units)
             report.skipped += status == SKIP
@@ -259,35 +260,52 @@ def _estimated_tokens(prompts: list[str]) -> int:
 BUY, CACHED, DUPLICATE, SKIP = "buy", "cached", "duplicate", "skip"
 
 
-def _select(
-    files: Iterator[list[_Item]], selected: int, budget_left: float, report: QueryReport
-) -> Iterator[tuple[list[_Item], str]]:
+UNBOUGHT = "unbought"
+
+
+def _select(files: Iterator[list[_Item]], budget_left: float) -> Iterator[tuple[list[_Item], str]]:
     """Each file's units (in priority order) with what to do with them: BUY (the units the cache lacks, the file
     before its views, until `budget_left` images are queued), CACHED, DUPLICATE (of a file already seen), or SKIP
-    (it cannot be sent). Counts the plan in `report`: cached, duplicates, to buy, and what the budget leaves."""
-    report.selected = selected
+    (it cannot be sent); then, once the budget is spent, one `([], UNBOUGHT)` and nothing more."""
     seen: set[str] = set()
     queued = 0
-    for examined, units in enumerate(files, start=1):
+    for units in files:
         first = units[0]
         if first.problem is not None and first.problem != "cached":
             yield units, SKIP
         elif first.key in seen:
-            report.duplicates += 1
             yield [first], DUPLICATE
         elif first.problem == "cached":
             seen.add(first.key)
-            report.already_cached += 1
             yield units, CACHED
         elif queued >= budget_left:
-            report.unbought = selected - examined + 1
+            yield [], UNBOUGHT
             return
         else:
             seen.add(first.key)
             units = units[: int(min(len(units), budget_left - queued))]
             queued += len(units)
-            report.to_buy = queued
             yield units, BUY
+
+
+def _counted(
+    selection: Iterator[tuple[list[_Item], str]], selected: int, report: QueryReport, bought: set[str]
+) -> Iterator[tuple[list[_Item], str]]:
+    """`selection`, passed on, with the plan counted in `report`: cached before this run (an image this run
+    already bought, e.g. recovered from a crashed run, is paid, not cached), duplicates, to buy, and what the
+    budget leaves unbought of the `selected` files."""
+    report.selected = selected
+    for examined, (units, status) in enumerate(selection):
+        if status == UNBOUGHT:
+            report.unbought = selected - examined
+            return
+        if status == CACHED and units[0].key not in bought:
+            report.already_cached += 1
+        elif status == DUPLICATE:
+            report.duplicates += 1
+        elif status == BUY:
+            report.to_buy += len(units)
+        yield units, status
 
 
 def _budget_left(budget: int | None, paid: int) -> float:
@@ -378,6 +396,7 @@ class _Job:
     ) -> None:
         self.config, self.dataset, self.card, self.cache, self.client = config, dataset, card, cache, client
         self.report, self.on_progress = report, on_progress
+        self.bought: set[str] = set()  # image keys this run paid for (recovered ones included)
         self.model, self.dim = card["id"], int(card["embedding_dim"])
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="vl2v-send")
         self.in_flight: dict[Future, _Batch] = {}
@@ -513,7 +532,8 @@ class _Job:
         files = _inspect_all(order, self.dataset.root, cache, set(cache.skipped()), config.read_workers, views)
         found: dict[str, list[str]] = {}
         batch: list[_Item] = []
-        for units, status in _select(files, len(order), _budget_left(config.budget, paid), self.report):
+        selection = _select(files, _budget_left(config.budget, paid))
+        for units, status in _counted(selection, len(order), self.report, self.bought):
             if status == SKIP:
                 self._skip(units[0], units[0].problem or "", "local")
             elif status == BUY:
@@ -670,6 +690,7 @@ class _Job:
                 views={(i.key, i.view): (v, i.params) for i, v in answered if i.view},
             )
             self._count(row, domains=[i.domain for i in part.items])
+            self.bought.update(i.key for i in part.items)
         if batch.key not in {p.key for p in parts}:
             self.cache.drop_pending(batch.key)  # answered under other keys (or every item was rejected)
         if parts and self._expired(batch.sent_at) and not any(p.answer.replayed for p in parts):

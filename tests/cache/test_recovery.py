@@ -71,6 +71,30 @@ def test_a_crashed_runs_paid_requests_are_recovered_free_although_their_files_ch
         assert set(touched) <= held, "the recovered embeddings keep the paths they were bought under"
 
 
+def test_images_recovered_from_a_crashed_run_count_as_paid_by_the_resume_not_also_as_already_cached(
+    make_settings, pacs_mini, tmp_path
+):
+    cache = tmp_path / "c"
+    gate = threading.Event()
+    with run_service(make_settings(api_keys=KEYS), slow_encoder(0.0, gate)) as vendor:
+        process = spawn_query(vendor.url, pacs_mini, cache, "--budget", "40", "--batch-size", "4")
+        wait_until(lambda: len(pending_of(cache)) >= 3, what="image requests in flight", timeout=120)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        gate.set()
+        wait_until(lambda: settled(vendor), what="the vendor to finish the orphaned requests")
+        with EmbeddingCache.open(cache) as store:
+            before = len(list(store.items()))  # committed by the crashed run
+        process = spawn_query(vendor.url, pacs_mini, cache, "--budget", "40", "--batch-size", "4")
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        report = json.loads(out.splitlines()[-1])
+        ledger = vendor.state.store.ledger()
+    assert report["replayed_requests"] >= 1, "the crashed run's requests were answered again, free"
+    assert (report["already_cached"], report["paid_images"]) == (before, 40 - before)
+    assert assert_paid_once(cache, ledger) == 40
+
+
 def test_pending_requests_of_another_account_are_refused_then_given_up_and_counted(make_settings, pacs_mini, tmp_path):
     cache = tmp_path / "c"
     with run_service(make_settings(api_keys=KEYS)) as vendor:
