@@ -15,7 +15,8 @@ from torch import Tensor, nn
 State = dict[str, Tensor]
 
 
-def _params(model: nn.Module) -> State:
+def snapshot(model: nn.Module) -> State:
+    """A float32 CPU copy of the model's parameters."""
     return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
 
 
@@ -53,13 +54,13 @@ class SMA:
 
     def after_step(self, model: nn.Module, step: int) -> None:
         if step >= self.start_step:
-            self._mean.add(_params(model))
+            self._mean.add(snapshot(model))
 
     def after_eval(self, model: nn.Module, step: int, val_loss: float) -> None:
         return None
 
     def averaged(self, model: nn.Module) -> State:
-        return self._mean.state if self._mean.state is not None else _params(model)
+        return self._mean.state if self._mean.state is not None else snapshot(model)
 
     def summary(self) -> dict:
         return {"averaging": "sma", "averaged_steps": self._mean.count, "start_step": self.start_step}
@@ -102,7 +103,7 @@ class SWAD:
 
     def after_step(self, model: nn.Module, step: int) -> None:
         if not self.dead:
-            self._segment.add(_params(model))
+            self._segment.add(snapshot(model))
 
     def after_eval(self, model: nn.Module, step: int, val_loss: float) -> None:
         if self.dead or self._segment.state is None:
@@ -127,7 +128,7 @@ class SWAD:
 
     def averaged(self, model: nn.Module) -> State:
         if self._final.state is None:  # never converged (a short run): the last segment, as SWAD does
-            return self._window[-1].state if self._window else _params(model)
+            return self._window[-1].state if self._window else snapshot(model)
         final = _Mean()
         final.state, final.count = {k: v.clone() for k, v in self._final.state.items()}, self._final.count
         for i, segment in enumerate(self._pending):  # the run ended inside the valley: judge what is left
@@ -166,7 +167,7 @@ class NoAveraging:
         return None
 
     def averaged(self, model: nn.Module) -> State:
-        return _params(model)
+        return snapshot(model)
 
     def summary(self) -> dict:
         return {"averaging": "none"}

@@ -32,22 +32,26 @@ def projector(d_in: int, d_out: int, bias: bool = True) -> nn.Linear:
     return nn.Linear(d_in, d_out, bias=bias)
 
 
+def image_text_distill(z: Tensor, teacher_image: Tensor, class_text: Tensor, lam: float) -> dict[str, Tensor]:
+    """VL2V's loss: lam * mean(1 - cos(z, I(x))) + (1 - lam) * mean(1 - cos(z, t_y)), with its two parts."""
+    image, text = cosine_distill(z, teacher_image), cosine_distill(z, class_text)
+    return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}
+
+
 class TextHead(nn.Module):
     """Classifier whose weights are the teacher's class text embeddings: logits = scale * cos(v, t_c).
 
-    The embeddings are a frozen buffer; the scale is fixed unless `learnable_scale`.
+    The embeddings and the scale are frozen buffers (SCMD, whose scale learns, keeps its own parameter).
     """
 
-    def __init__(self, class_embeddings: Tensor, scale: float, learnable_scale: bool = False) -> None:
+    def __init__(self, class_embeddings: Tensor, scale: float) -> None:
         super().__init__()
         self.register_buffer("classes", F.normalize(class_embeddings.float(), dim=-1))
-        log_scale = torch.tensor(float(scale)).log()
-        self.log_scale = nn.Parameter(log_scale) if learnable_scale else None
-        self.register_buffer("fixed_log_scale", log_scale)
+        self.register_buffer("fixed_log_scale", torch.tensor(float(scale)).log())  # the name saved students carry
 
     @property
     def scale(self) -> Tensor:
-        return (self.log_scale if self.log_scale is not None else self.fixed_log_scale).exp()
+        return self.fixed_log_scale.exp()
 
     def forward(self, v: Tensor) -> Tensor:
         return cosine_logits(v, self.classes, self.scale)

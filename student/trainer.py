@@ -21,7 +21,7 @@ from torch import Tensor
 
 from cache.errors import InvalidOption, UserError
 
-from .averaging import AVERAGING, NoAveraging, State, apply_average
+from .averaging import AVERAGING, NoAveraging, State, apply_average, snapshot
 from .config import TrainConfig
 from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, train_loader
 from .distributed import SINGLE, Ranks
@@ -211,7 +211,7 @@ class Trainer:
                 record = self._record(stage.name, self.config.steps * index + done, losses)
                 averager.after_eval(self.method, done, record["source_val_loss"])
                 if record["source_val_acc"] > best[0]:
-                    best = (record["source_val_acc"], _copy_params(self.method))
+                    best = (record["source_val_acc"], snapshot(self.method))
                 self._checkpoint(index, done, optimizer, averager, best)
                 self.method.train()
         if self.ranks.leader:
@@ -408,10 +408,6 @@ def _averager(kind: str, h) -> object:
     if kind == "sma":
         return AVERAGING["sma"](h.sma_start)
     return NoAveraging()
-
-
-def _copy_params(model: torch.nn.Module) -> State:
-    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
 
 
 def _truncate(path: Path, lines: int) -> None:

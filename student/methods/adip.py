@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ..blocks import cosine_distill, projector
+from ..blocks import image_text_distill, projector
 from . import register_method
 from .base import Hparams, Method, Space, Stage, Uniform, _check
 
@@ -42,10 +42,9 @@ class ADiP(Method):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z = self.projector(self.backbone(batch["images"]))
-        image = cosine_distill(z, self.teacher_image(batch))
-        text = cosine_distill(z, self.text.classes[batch["labels"]])
-        lam = self.hparams.distill_weight
-        return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}
+        return image_text_distill(
+            z, self.teacher_image(batch), self.text.classes[batch["labels"]], self.hparams.distill_weight
+        )
 
     def predict(self, images: Tensor) -> Tensor:
         return self.text(self.projector(self.backbone(images)))

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ..blocks import cosine_distill
+from ..blocks import image_text_distill
 from ..models import Backbone, clip_image_tower
 from . import register_method
 from .base import Hparams, Method, Space, Uniform, _check
@@ -44,11 +44,10 @@ class SD(Method):
         return clip_image_tower(student, weights)  # its architecture comes with the checkpoint
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        g = self.backbone(batch["images"])
-        image = cosine_distill(g, self.teacher_image(batch))
-        text = cosine_distill(g, self.text.classes[batch["labels"]])
-        lam = self.hparams.distill_weight
-        return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}
+        z = self.backbone(batch["images"])
+        return image_text_distill(
+            z, self.teacher_image(batch), self.text.classes[batch["labels"]], self.hparams.distill_weight
+        )
 
     def predict(self, images: Tensor) -> Tensor:
         return self.text(self.backbone(images))
