@@ -291,6 +291,7 @@ def _retry_after(response: requests.Response, cap_s: float) -> float | None:
         value = (response.headers.get(header) or "").strip()
         if not value:
             continue
+        seconds: float | None
         try:
             seconds = float(value) / (1000.0 if header == "retry-after-ms" else 1.0)
         except ValueError:

@@ -60,7 +60,7 @@ def export_npz(cache: EmbeddingCache, out: Path, *, overwrite: bool = False) -> 
     partial = out.with_name(f".{out.name}.{os.getpid()}.part")
     try:
         with partial.open("wb") as f:  # a file object: numpy adds no ".npz" to a name it was not given
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **kwds as its allow_pickle
             f.flush()
             os.fsync(f.fileno())
         partial.replace(out)

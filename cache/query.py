@@ -365,7 +365,7 @@ def _inspect(
     units = [_Item(key, f.path, f.domain, url=image_data_url(data, mime) if views.size else "")] if clean else []
     for v in wanted:
         params = view_params(key, v)
-        url = image_data_url(render_view(picture, params, views.size), "image/png") if picture else ""
+        url = image_data_url(render_view(picture, params, views.size), "image/png") if picture and views.size else ""
         units.append(_Item(key, f.path, f.domain, url=url, view=v, params=params.to_json()))
     return units
 

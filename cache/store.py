@@ -293,6 +293,13 @@ class EmbeddingCache:
     def dataset(self) -> dict | None:
         return self.meta().get("dataset")
 
+    def bound_dataset(self) -> dict:
+        """The dataset recorded by the first query; a `CacheError` saying what to do when there is none yet."""
+        recorded = self.dataset
+        if recorded is None:
+            raise CacheError(f"{self.path} holds no dataset yet; run `vl2v query --cache {self.path}` first")
+        return recorded
+
     def bind_teacher(self, teacher: dict) -> None:
         """Record the teacher, or check that it is the one already recorded (`CacheMismatch` if not)."""
         recorded = self.teacher
@@ -374,7 +381,12 @@ class EmbeddingCache:
                 key, _, index = bytes(name).decode().rpartition(":")
                 names.append((key, int(index)))
                 matrix[i] = _vector(value)
-                params.append(bytes(txn.get(bytes(name), db=self._db["view_params"])).decode())
+                recorded = txn.get(bytes(name), db=self._db["view_params"])
+                if recorded is None:
+                    raise CacheError(
+                        f"{self.path}: view {bytes(name).decode()} has no parameters; run `vl2v cache verify`"
+                    )
+                params.append(bytes(recorded).decode())
         return names, matrix, params
 
     def items(self) -> Iterator[tuple[str, list[str]]]:
@@ -448,7 +460,12 @@ class EmbeddingCache:
 
     def add_paths(self, found: dict[str, list[str]]) -> None:
         """Record more paths for images already cached (duplicates, renamed files): free, no ledger row."""
-        self._write(lambda txn: [self._merge_paths(txn, key, paths) for key, paths in found.items()])
+
+        def merge(txn: lmdb.Transaction) -> None:
+            for key, paths in found.items():
+                self._merge_paths(txn, key, paths)
+
+        self._write(merge)
 
     def mark_skipped(self, key: str, reason: str, stage: str, paths: list[str]) -> None:
         entry = {"reason": reason, "stage": stage, "paths": paths}

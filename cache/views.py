@@ -18,6 +18,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -48,7 +49,8 @@ class ViewParams:
     @classmethod
     def from_json(cls, text: str | bytes) -> ViewParams:
         values = json.loads(text)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)
 
 
 def view_params(image_key: str, index: int) -> ViewParams:

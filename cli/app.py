@@ -40,7 +40,7 @@ for name, command in [
     ("report", report),
     ("sweep", sweep),
 ]:
-    app.command(name, cls=Command)(command)
+    app.command(name, cls=Command)(command)  # type: ignore[type-var]
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 

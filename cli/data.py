@@ -6,7 +6,7 @@ import json
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from cache.data.datasets import REGISTRY
 from cache.data.download import Limits, download_dataset
@@ -44,7 +44,7 @@ def download(
         console=stderr,
         disable=json_out or not stderr.is_terminal,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def show(file: str, done: int, total: int | None) -> None:
             if file not in tasks:

@@ -92,6 +92,7 @@ def run_demo(
         on_event(f"distilling {method} into {config.student} (target domain: {config.target})")
         began = time.monotonic()
         summary = distill(_distill_config(config, method), on_progress=on_progress)
+        assert summary is not None, "one process: it reports"
         (result,) = summary["results"]
         methods[method] = {
             "id_acc": result["id_acc"],

@@ -8,6 +8,8 @@ never turns into an emoji).
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from typer import _click
 from typer.core import TyperCommand, TyperGroup
 
@@ -24,7 +26,7 @@ class Command(TyperCommand):
         super().__init__(*args, **kwargs)
         for param in self.params:
             if param.param_type_name == "option" and not getattr(param, "is_flag", False) and param.metavar is None:
-                kind = param.bare_type().removeprefix("list[").removesuffix("]")
+                kind = cast(Any, param).bare_type().removeprefix("list[").removesuffix("]")
                 param.metavar = _METAVARS.get(kind, kind.upper())
 
     def collect_usage_pieces(self, ctx: _click.Context) -> list[str]:

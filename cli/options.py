@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import typer
 
@@ -64,6 +64,10 @@ def choices(names: list[str] | tuple[str, ...]) -> str:
     return "one of: " + ", ".join(names)
 
 
+@overload
+def api_key(key_file: Path | None) -> str: ...
+@overload
+def api_key(key_file: Path | None, *, required: bool) -> str | None: ...
 def api_key(key_file: Path | None, *, required: bool = True) -> str | None:
     """The key from `key_file`, else from VL2V_API_KEY; a clear error when neither is there."""
     if key_file is not None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from cache.query import QueryReport
 
@@ -32,7 +32,7 @@ class QueryProgress:
             console=self._console,
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._started = time.monotonic()
 
     def __enter__(self) -> QueryProgress:
@@ -101,7 +101,7 @@ class TrainingProgress:
             console=console,
             transient=False,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> TrainingProgress:
         if self.live:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -44,7 +45,8 @@ def load_student(path: Path, device: str = "cpu") -> tuple[Method, dict]:
     meta = read_meta(path)
     cls = get_method(meta["method"])
     fields = {f.name for f in dataclasses.fields(Context)}  # students saved before a field went still load
-    context = Context(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["context"].items() if k in fields})
+    saved: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["context"].items()}
+    context = Context(**{k: v for k, v in saved.items() if k in fields})
     hparams = cls.Hparams(**meta["hparams"])
     backbone = cls.rebuild_backbone(meta["student"], meta.get("student_weights"), meta["image_size"])
     method = cls(backbone, _placeholder_knowledge(meta, context), hparams, context)

@@ -193,7 +193,7 @@ def readable_batch(items: list[tuple[torch.Tensor | None, int, int, int]]) -> Lo
     """Collate the images that could be read; list the indices of those that could not."""
     kept = [item for item in items if item[0] is not None]
     return LoadedBatch(
-        images=torch.stack([image for image, _, _, _ in kept]) if kept else None,
+        images=torch.stack([image for image, _, _, _ in kept if image is not None]) if kept else None,
         labels=torch.tensor([label for _, label, _, _ in kept], dtype=torch.long),
         indices=torch.tensor([i for _, _, i, _ in kept], dtype=torch.long),
         views=torch.tensor([row for _, _, _, row in kept], dtype=torch.long),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -77,7 +78,7 @@ def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, devi
     target = resolve_device(device)
     method, meta = load_student(model_path, str(target))
     transform, normalize = eval_transform(meta["image_size"]), Normalize(tuple(meta["mean"]), tuple(meta["std"]))
-    out = []
+    out: list[dict[str, Any]] = []
     for path in images:
         try:
             with Image.open(path) as image:

@@ -65,7 +65,7 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> d
     hparams = method_cls.Hparams.with_overrides(config.overrides)
     with EmbeddingCache.open(config.cache_dir) as cache:
         knowledge = TeacherKnowledge.from_cache(cache)
-        recorded = cache.dataset
+        recorded = cache.bound_dataset()
         keys_by_path = {p: k for k, paths in cache.items() if k in knowledge.index for p in paths}
     root = Path(config.data_dir or recorded["root"])
     dataset = open_dataset(recorded["name"], root)
@@ -136,7 +136,7 @@ def _differences(before: dict, now: dict) -> list[str]:
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
+    flat: dict[str, object] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "overrides":
             flat |= _flatten(value, f"{prefix}{key}.")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,8 @@ class PackagedWeights:
 def lukemelas_efficientnet_lite(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """efficientnet_pytorch names -> timm names. Blocks are numbered flat there (`_blocks.7`) and by stage here
     (`blocks.3.1`); the stage sizes are read from the timm model, so Lite0 (16 blocks) and Lite1-2 (21) both map."""
-    where = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    blocks: Any = model.blocks
+    where = [(s, j) for s, stage in enumerate(blocks) for j in range(len(stage))]
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
     # The first stage's blocks expand nothing (depthwise-separable); the others are inverted residuals.
     separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}

@@ -19,7 +19,7 @@ def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> dic
     classes = knowledge.class_embeddings(template_set)
     if not knowledge.index:
         raise CacheError(f"{cache.path} holds no image embeddings yet; buy some with `vl2v query`")
-    raw_classes = list(cache.dataset["classes"])
+    raw_classes = list(cache.bound_dataset()["classes"])
     label = {name: i for i, name in enumerate(raw_classes)}
     rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for key, paths in cache.items():

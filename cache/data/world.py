@@ -100,7 +100,7 @@ def _mask(polys) -> Image.Image:
 
 
 def _colour(rng: random.Random, lo: int = 0, hi: int = 255) -> tuple[int, int, int]:
-    return tuple(rng.randint(lo, hi) for _ in range(3))
+    return rng.randint(lo, hi), rng.randint(lo, hi), rng.randint(lo, hi)
 
 
 def _contrasting(rng: random.Random, against: np.ndarray) -> np.ndarray:
