@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
@@ -76,7 +76,8 @@ def serve(**options: object) -> None:
     the ledger replicas share, VL2V_DATABASE_URL=postgresql://... (default: SQLite in --state-dir).
     """
     try:
-        run(Settings(**{k: v for k, v in options.items() if v is not None}))
+        given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+        run(Settings(**given))
     except ServeFailed:  # logged as it happened
         raise typer.Exit(exit_codes.ERROR) from None
 

@@ -79,6 +79,7 @@ def _document_request_bodies(app: FastAPI) -> None:
             components = document.setdefault("components", {}).setdefault("schemas", {})
             components.update(schema.pop("$defs", {}))
             components["EmbeddingRequest"] = schema
+            return document  # FastAPI's own openapi() keeps it as app.openapi_schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

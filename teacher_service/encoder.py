@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -39,7 +40,7 @@ class ClipEncoder:
     """An open_clip model in eval mode that maps preprocessed images and tokens to L2-normalised embeddings."""
 
     def __init__(self, model: torch.nn.Module, source: WeightsSource, device: str, precision: str) -> None:
-        self.model = model.eval().requires_grad_(False)
+        self.model: Any = model.eval().requires_grad_(False)  # an open_clip CLIP: encode_image, encode_text
         self.source = source
         self.device = torch.device(device)
         self.precision = precision  # autocast dtype on CUDA; part of the fingerprint
@@ -67,7 +68,7 @@ class ClipEncoder:
         clip, source = create_clip(model, pretrained, allow_random=allow_random)
         return cls(clip, source, device, precision)
 
-    def _describe(self, model: torch.nn.Module) -> EncoderInfo:
+    def _describe(self, model: Any) -> EncoderInfo:
         preprocess = {
             k: list(v) if isinstance(v, tuple) else v for k, v in open_clip.get_model_preprocess_cfg(model).items()
         }
@@ -81,7 +82,7 @@ class ClipEncoder:
             pretrained=self.source.pretrained if self.source.kind == "tag" else self.source.kind,
             fingerprint=digest.hexdigest(),
             embedding_dim=self._probe_dim(model, preprocess["size"]),
-            image_size=tuple(int(s) for s in preprocess["size"]),
+            image_size=(int(preprocess["size"][0]), int(preprocess["size"][1])),
             context_length=int(self.tokenizer.context_length),
             logit_scale=float(model.logit_scale.exp().item()),
             preprocess=preprocess,
@@ -90,7 +91,7 @@ class ClipEncoder:
 
     @staticmethod
     @torch.inference_mode()
-    def _probe_dim(model: torch.nn.Module, size: list[int]) -> int:
+    def _probe_dim(model: Any, size: list[int]) -> int:
         # One blank image through the tower: works for every architecture open_clip can build.
         return int(model.encode_image(torch.zeros(1, 3, *size)).shape[-1])
 

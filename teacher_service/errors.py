@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class ApiError(Exception):
     """An error answered as `{"error": {"message", "type", "param", "code"}}` with an HTTP status."""
@@ -126,7 +129,7 @@ class BillingUnavailable(ApiError):
         self.headers.setdefault("retry-after", "30")
 
 
-def invalid_body(errors: list[dict]) -> ApiError:
+def invalid_body(errors: Sequence[Any]) -> ApiError:
     """The most specific pydantic error of a request body, located the way clients name it (`input[3]`)."""
     if any(e["type"] == "json_invalid" for e in errors):
         return InvalidRequest("request body is not valid JSON", code="invalid_json")

@@ -100,10 +100,12 @@ class Teacher:
         results = await asyncio.gather(
             *(loop.run_in_executor(self._decoders, self._prepare, item) for item in items), return_exceptions=True
         )
+        prepared = []
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return results
+            prepared.append(result)
+        return prepared
 
     def _prepare(self, item: EncodedImage) -> torch.Tensor:
         return self.encoder.preprocess_image(decode(item))
