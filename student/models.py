@@ -12,7 +12,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from cache.errors import InvalidOption
-from teacher_service.weights import create_clip
+from teacher_service.weights import create_clip, embedding_dim_of, image_size_of
 
 from .weights import WeightsError, offline_weights_for, packaged
 
@@ -113,11 +113,7 @@ def clip_image_tower(name: str, checkpoint: str | None) -> Backbone:
             "with an open_clip checkpoint file or local-dir:FOLDER, and --student with its open_clip name"
         )
     clip, _ = create_clip(name, checkpoint)
+    dim = embedding_dim_of(clip.eval())
     preprocess = open_clip.get_model_preprocess_cfg(clip)
-    size = preprocess["size"]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    visual = clip.visual
-    with torch.no_grad():
-        dim = int(visual.eval()(torch.zeros(1, 3, *size)).shape[-1])
-    visual.train().requires_grad_(True)
-    return Backbone(visual, dim, tuple(preprocess["mean"]), tuple(preprocess["std"]), size[0])
+    visual = clip.visual.train().requires_grad_(True)
+    return Backbone(visual, dim, tuple(preprocess["mean"]), tuple(preprocess["std"]), image_size_of(clip)[0])

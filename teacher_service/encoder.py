@@ -16,7 +16,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from .settings import ConfigError
-from .weights import WeightsSource, create_clip
+from .weights import WeightsSource, create_clip, embedding_dim_of, image_size_of
 
 log = logging.getLogger("vl2v.teacher")
 
@@ -81,19 +81,13 @@ class ClipEncoder:
             architecture=self.source.architecture,
             pretrained=self.source.pretrained if self.source.kind == "tag" else self.source.kind,
             fingerprint=digest.hexdigest(),
-            embedding_dim=self._probe_dim(model, preprocess["size"]),
-            image_size=(int(preprocess["size"][0]), int(preprocess["size"][1])),
+            embedding_dim=embedding_dim_of(model),
+            image_size=image_size_of(model),
             context_length=int(self.tokenizer.context_length),
             logit_scale=float(model.logit_scale.exp().item()),
             preprocess=preprocess,
             precision=self.precision,
         )
-
-    @staticmethod
-    @torch.inference_mode()
-    def _probe_dim(model: Any, size: list[int]) -> int:
-        # One blank image through the tower: works for every architecture open_clip can build.
-        return int(model.encode_image(torch.zeros(1, 3, *size)).shape[-1])
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) float tensor, exactly as the model was trained to see images."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -122,3 +123,15 @@ def create_clip(
         log.warning("loading RANDOMLY INITIALISED weights for %s (allowed for tests)", source.model)
     clip = open_clip.create_model(source.model, pretrained=source.pretrained, load_weights=source.kind != "random")
     return clip, source
+
+
+def image_size_of(clip: Any) -> tuple[int, int]:
+    """The (height, width) the model's image tower takes."""
+    size = open_clip.get_model_preprocess_cfg(clip)["size"]
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+@torch.inference_mode()
+def embedding_dim_of(clip: Any) -> int:
+    """One blank image through the image tower: works for every architecture open_clip can build."""
+    return int(clip.encode_image(torch.zeros(1, 3, *image_size_of(clip))).shape[-1])
