@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import requests
 
 from teacher_service.local import LocalVendor, local_vendor
 from teacher_service.schema import image_data_url
@@ -19,6 +18,7 @@ from teacher_service.schema import image_data_url
 ROOT = Path(__file__).resolve().parents[1]
 PACS_MINI = ROOT.parent / "shared" / "data" / "pacs-mini"
 KEY = "sk-bench"
+CLIENT = Path(__file__).with_name("client.py")
 
 
 @contextlib.contextmanager
@@ -58,32 +58,34 @@ def hammer(
 
 
 def load(endpoint: str, headers: dict[str, str], bodies: list[dict], per_request: int, seconds: float) -> dict:
-    """One thread per body, each posting its body again as soon as the last answer arrived, for `seconds`:
-    images/s and request latency p50/p99."""
-    encoded = [json.dumps(b).encode() for b in bodies]
-    headers = headers | {"Content-Type": "application/json"}
-    requests.post(endpoint, data=encoded[0], headers=headers, timeout=120).raise_for_status()  # warm-up
-    latencies: list[float] = []
-    lock, stop = threading.Lock(), threading.Event()
+    """One client process per body (`bench/client.py`), each posting its body again as soon as the last answer
+    arrived, all starting at the same instant, for `seconds`: images/s and request latency p50/p99.
 
-    def client(body: bytes) -> None:
-        session = requests.Session()
-        while not stop.is_set():
-            started = time.perf_counter()
-            session.post(endpoint, data=body, headers=headers, timeout=120).raise_for_status()
-            with lock:
-                latencies.append(time.perf_counter() - started)
-
-    threads = [threading.Thread(target=client, args=(b,)) for b in encoded]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
+    Processes, not threads: client threads would share one GIL and, with a pure-Python HTTP stack, spend
+    milliseconds of it per request, which on a small machine is a measurable part of the server's idle time.
+    """
+    with tempfile.TemporaryDirectory(prefix="vl2v-load-") as folder:
+        files = []
+        for i, body in enumerate(bodies):
+            files.append(Path(folder) / f"body{i}.json")
+            files[-1].write_bytes(json.dumps(body).encode())
+        start_at = time.time() + 2.0 + 0.1 * len(bodies)  # every client started and warmed up by then
+        clients = [
+            subprocess.Popen(
+                [sys.executable, str(CLIENT), endpoint, str(f), str(start_at), str(seconds), json.dumps(headers)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for f in files
+        ]
+        results = []
+        for client in clients:
+            out, _ = client.communicate()
+            if client.returncode != 0:
+                raise RuntimeError(f"a load client failed (exit {client.returncode})")
+            results.append(json.loads(out))
+    latencies = sorted(latency for r in results for latency in r["latencies"])
+    elapsed = max(r["finished_at"] for r in results) - start_at
     return {
         "images_per_s": len(latencies) * per_request / elapsed,
         "requests": len(latencies),

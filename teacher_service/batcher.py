@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-_ADMISSION_POLL_S = 0.002
-
 
 @dataclass
 class Ticket:
@@ -26,6 +24,7 @@ class Ticket:
         if self.open:
             self.open = False
             self.batcher._announced -= 1
+            self.batcher._queue.put_nowait(None)  # wakes a batch that may be waiting for this caller
 
 
 @dataclass
@@ -60,7 +59,7 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_s
         self.max_admit_s = max_admit_s
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: an announcement was withdrawn
         self._task: asyncio.Task | None = None
         self._announced = 0  # callers that announced items and have not submitted them yet
 
@@ -98,21 +97,27 @@ class DynamicBatcher:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            if first is None:
+                continue
+            batch = [first]
             now = time.monotonic()
             deadline, admit_deadline = now + self.max_wait_s, now + self.max_admit_s
             while len(batch) < self.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                now = time.monotonic()
-                admitting = self._announced > 0 and now < admit_deadline
-                if now >= deadline and not admitting:
-                    break
-                # Waiting for announced items, look again every few ms: an announcement may be withdrawn.
-                timeout = deadline - now if now < deadline else min(admit_deadline - now, _ADMISSION_POLL_S)
-                with contextlib.suppress(asyncio.TimeoutError):  # (distinct from TimeoutError before 3.11)
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                if self._queue.empty():
+                    # Wait for the batch window, or longer for announced items; every withdrawal wakes this up.
+                    until = max(deadline, admit_deadline) if self._announced > 0 else deadline
+                    timeout = until - time.monotonic()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), timeout)
+                    except asyncio.TimeoutError:  # noqa: UP041 (distinct from TimeoutError before 3.11)
+                        continue  # look again: a request may have announced itself meanwhile
+                else:
+                    item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
             batch = [p for p in batch if not p.future.cancelled()]
             if batch:
                 await self._dispatch(batch)
