@@ -91,36 +91,36 @@ def demo(
     with TrainingProgress("", enabled=not json_out, console=stderr) as progress:
         result = run_demo(config, on_event=tell, on_progress=progress.update)
     if json_out:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(result.to_json()))
         return
-    table = Table(title=f"vl2v demo — held-out domain '{result['target']}' ({result['seconds']:.0f} s)")
-    for column in ("model", "ID (source val)", f"OOD ({result['target']})", "gap closed", "time"):
+    table = Table(title=f"vl2v demo — held-out domain '{result.target}' ({result.seconds:.0f} s)")
+    for column in ("model", "ID (source val)", f"OOD ({result.target})", "gap closed", "time"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    teacher = result["teacher_zeroshot"]
-    sources = [d for d in teacher if d != result["target"]]
+    teacher = result.teacher_zeroshot
+    sources = [d for d in teacher if d != result.target]
     table.add_row(
         "teacher, zero-shot (demo CLIP)",
         f"{100 * sum(teacher[d] for d in sources) / len(sources):.1f}",
-        f"{100 * teacher[result['target']]:.1f}",
+        f"{100 * teacher[result.target]:.1f}",
         "",
         "",
     )
-    for method, r in result["methods"].items():
-        closed = result["gap_closed"].get(method)
+    for method, r in result.methods.items():
+        closed = result.gap_closed.get(method)
         table.add_row(
-            f"{method} ({result['student']})",
-            f"{100 * r['id_acc']:.1f}",
-            f"{100 * r['ood_acc']:.1f}",
+            f"{method} ({result.student})",
+            f"{100 * r.id_acc:.1f}",
+            f"{100 * r.ood_acc:.1f}",
             f"{100 * closed:.0f}%" if closed is not None else "",
-            duration(r["seconds"]),
+            duration(r.seconds),
         )
     stdout.print(table)
     stdout.print(
         "gap closed: the share of the ERM-to-teacher OOD gap a method closes (0%: ERM, 100%: the teacher)",
     )
     stdout.print(
-        f"paid {result['images_paid']} images + {result['texts_paid']} prompts for "
-        f"{money(result['cost'], result['currency'])}; chart {result['chart']}; everything in {result['out']}"
+        f"paid {result.images_paid} images + {result.texts_paid} prompts for "
+        f"{money(result.cost, result.currency)}; chart {result.chart}; everything in {result.out}"
     )
 
 

@@ -19,6 +19,7 @@ from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
 from student.config import DemoConfig, DistillConfig, TrainConfig
 from student.report import demo_chart
+from student.results import DemoResult, MethodScore
 from student.run import distill
 from student.trainer import Progress
 from student.zeroshot import zeroshot_accuracy
@@ -47,7 +48,7 @@ def run_demo(
     config: DemoConfig,
     on_event: Event = lambda line: None,
     on_progress: Callable[[str, Progress], None] = lambda run, p: None,
-) -> dict:
+) -> DemoResult:
     """Run every step; returns the result (also written to OUT/demo.json) and writes OUT/demo.png."""
     started = time.monotonic()
     out = config.out
@@ -93,46 +94,29 @@ def run_demo(
         began = time.monotonic()
         summary = distill(_distill_config(config, method), on_progress=on_progress)
         assert summary is not None, "one process: it reports"
-        (result,) = summary["results"]
-        methods[method] = {
-            "id_acc": result["id_acc"],
-            "ood_acc": result["ood_acc"],
-            "seconds": round(time.monotonic() - began, 1),
-        }
-    result = {
-        "target": config.target,
-        "teacher_zeroshot": teacher,
-        "methods": methods,
-        "gap_closed": gap_closed(teacher[config.target], methods),
-        "images_paid": report.paid_images,
-        "texts_paid": report.paid_texts,
-        "cost": round(report.cost, 9),
-        "currency": report.currency,
-        "student": config.student,
-        "student_weights": config.student_weights,
-        "steps": config.steps,
-        "context_bias": config.context_bias,
-        "views": config.views,
-        "seed": config.seed,
-        "out": str(out),
-        "chart": str(out / "demo.png"),
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    demo_chart(result, out / "demo.png")
-    (out / "demo.json").write_text(json.dumps(result, indent=2))
-    return result
-
-
-MIN_GAP = 0.02  # below two points of OOD accuracy between ERM and the teacher there is no gap to speak of
-
-
-def gap_closed(teacher_ood: float, methods: dict[str, dict]) -> dict[str, float]:
-    """Each method's share of the ERM-to-teacher OOD gap it closes: 0 is ERM, 1 the teacher; empty when there is
-    no gap (the teacher less than `MIN_GAP` above ERM), since a share of nothing means nothing."""
-    if "erm" not in methods or teacher_ood - methods["erm"]["ood_acc"] < MIN_GAP:
-        return {}
-    erm = methods["erm"]["ood_acc"]
-    return {m: round((r["ood_acc"] - erm) / (teacher_ood - erm), 4) for m, r in methods.items() if m != "erm"}
+        (result,) = summary.results
+        methods[method] = MethodScore(result.id_acc, result.ood_acc, round(time.monotonic() - began, 1))
+    demo = DemoResult(
+        target=config.target,
+        teacher_zeroshot=teacher,
+        methods=methods,
+        images_paid=report.paid_images,
+        texts_paid=report.paid_texts,
+        cost=round(report.cost, 9),
+        currency=report.currency,
+        student=config.student,
+        student_weights=config.student_weights,
+        steps=config.steps,
+        context_bias=config.context_bias,
+        views=config.views,
+        seed=config.seed,
+        out=str(out),
+        chart=str(out / "demo.png"),
+        seconds=round(time.monotonic() - started, 1),
+    )
+    demo_chart(demo, out / "demo.png")
+    (out / "demo.json").write_text(json.dumps(demo.to_json(), indent=2))
+    return demo
 
 
 def _distill_config(config: DemoConfig, method: str) -> DistillConfig:

@@ -137,21 +137,14 @@ def distill_command(
     if summary is None:
         return
     if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_dir": summary["run_dir"],
-                    "method": summary["method"],
-                    "results": [{k: r[k] for k in ("test_domain", "id_acc", "ood_acc")} for r in summary["results"]],
-                    "mean": summary["mean"],
-                }
-            )
-        )
+        results = [{k: getattr(r, k) for k in ("test_domain", "id_acc", "ood_acc")} for r in summary.results]
+        mean = {"id_acc": summary.mean_id_acc, "ood_acc": summary.mean_ood_acc}
+        typer.echo(json.dumps({"run_dir": summary.run_dir, "method": summary.method, "results": results, "mean": mean}))
         return
-    table = Table(title=f"{summary['method']} ({summary['student']}) — {summary['run_dir']}")
+    table = Table(title=f"{summary.method} ({summary.student}) — {summary.run_dir}")
     for column in ("target domain", "ID (source val)", "OOD (target)", "trials"):
         table.add_column(column)
-    for r in summary["results"]:
-        table.add_row(r["test_domain"], f"{100 * r['id_acc']:.1f}", f"{100 * r['ood_acc']:.1f}", str(r["trials"]))
-    table.add_row("mean", f"{100 * summary['mean']['id_acc']:.1f}", f"{100 * summary['mean']['ood_acc']:.1f}", "")
+    for r in summary.results:
+        table.add_row(r.test_domain, f"{100 * r.id_acc:.1f}", f"{100 * r.ood_acc:.1f}", str(r.trials))
+    table.add_row("mean", f"{100 * summary.mean_id_acc:.1f}", f"{100 * summary.mean_ood_acc:.1f}", "")
     stdout.print(table)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .results import DemoResult, DistillSummary
 
 
 def collect(runs: list[Path]) -> dict:
@@ -15,16 +16,12 @@ def collect(runs: list[Path]) -> dict:
     ids: dict[str, list[float]] = {}
     domains: list[str] = []
     for run in runs:
-        path = run / "summary.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (is {run} a `vl2v distill --out` folder?)")
-        summary = json.loads(path.read_text())
-        method = summary["method"]
-        for r in summary["runs"]:
-            table.setdefault(method, {}).setdefault(r["test_domain"], []).append(r["ood_acc"])
-            ids.setdefault(method, []).append(r["id_acc"])
-            if r["test_domain"] not in domains:
-                domains.append(r["test_domain"])
+        summary = DistillSummary.read(run)
+        for r in summary.runs:
+            table.setdefault(summary.method, {}).setdefault(r.test_domain, []).append(r.ood_acc)
+            ids.setdefault(summary.method, []).append(r.id_acc)
+            if r.test_domain not in domains:
+                domains.append(r.test_domain)
     return {"table": table, "id": ids, "domains": domains}
 
 
@@ -100,20 +97,20 @@ def chart(collected: dict, path: Path) -> None:
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
 
-def demo_chart(result: dict, path: Path) -> None:
+def demo_chart(result: DemoResult, path: Path) -> None:
     """The demo at a glance: for the teacher and each student, held-out (OOD) accuracy as a dark bar and
     source-validation (ID) accuracy as a light one, with chance and ERM's OOD marked."""
     rows = [
         (
             "teacher (zero-shot)",
-            _mean_except(result["teacher_zeroshot"], result["target"]),
-            result["teacher_zeroshot"][result["target"]],
+            _mean_except(result.teacher_zeroshot, result.target),
+            result.teacher_zeroshot[result.target],
             (90, 90, 90),
         )
     ]
     palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-    for i, (method, r) in enumerate(result["methods"].items()):
-        rows.append((NAMES.get(method, method), r["id_acc"], r["ood_acc"], palette[i % len(palette)]))
+    for i, (method, r) in enumerate(result.methods.items()):
+        rows.append((NAMES.get(method, method), r.id_acc, r.ood_acc, palette[i % len(palette)]))
     font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
     left, right, top, row_h = 170, 180, 70, 44
     width, height = 860, top + row_h * len(rows) + 56
@@ -122,13 +119,13 @@ def demo_chart(result: dict, path: Path) -> None:
     draw = ImageDraw.Draw(image)
     draw.text(
         (16, 14),
-        f"Held-out domain '{result['target']}': accuracy of the teacher and each student",
+        f"Held-out domain '{result.target}': accuracy of the teacher and each student",
         fill="black",
         font=font,
     )
     draw.text(
         (16, 38),
-        f"dark: OOD ({result['target']}), light: ID (source validation); student {result['student']}",
+        f"dark: OOD ({result.target}), light: ID (source validation); student {result.student}",
         fill=(80, 80, 80),
         font=small,
     )
@@ -146,7 +143,7 @@ def demo_chart(result: dict, path: Path) -> None:
         draw.text((left + plot + 8, y + 26), f"ID {100 * id_acc:.1f}%", fill=(80, 80, 80), font=small)
     bottom = top + row_h * len(rows)
     for value, label, colour in [(1 / 8, "chance", (150, 150, 150))] + (
-        [(result["methods"]["erm"]["ood_acc"], "ERM", (31, 119, 180))] if "erm" in result["methods"] else []
+        [(result.methods["erm"].ood_acc, "ERM", (31, 119, 180))] if "erm" in result.methods else []
     ):
         x = left + plot * value
         for y in range(top - 6, bottom, 6):

@@ -1,7 +1,8 @@
 """`distill(config)`: every (target domain, trial) run of one method, from the cache alone, into one run folder.
 
 RUN/config.json                      the resolved configuration
-RUN/summary.json                     per target domain: ID (source validation) and OOD (target) accuracy
+RUN/summary.json                     per trial and target domain: ID (source validation) and OOD (target) accuracy
+                                     (`results.DistillSummary`)
 RUN/<target>/trial_<k>/results.jsonl DomainBed-style records (readable by DomainBed's collect_results)
 RUN/<target>/trial_<k>/model.safetensors   the student and what prediction needs
 """
@@ -12,7 +13,6 @@ import hashlib
 import json
 import logging
 import shutil
-import statistics
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -31,6 +31,7 @@ from .distributed import Ranks, process_group, ranks_from_environment
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context
+from .results import DistillSummary, TrialResult
 from .trainer import Progress, Trainer
 
 log = logging.getLogger("vl2v.distill")
@@ -52,7 +53,9 @@ _RESUMABLE_CHANGES = {
 }
 
 
-def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None) -> dict | None:
+def distill(
+    config: DistillConfig, on_progress: Callable[[str, Progress], None] = lambda run, p: None
+) -> DistillSummary | None:
     """Train and evaluate; returns the summary (also written to RUN/summary.json). Under torchrun, every rank
     trains its share and rank 0 alone writes and returns the summary (the others return None)."""
     ranks = ranks_from_environment()
@@ -60,7 +63,7 @@ def distill(config: DistillConfig, on_progress: Callable[[str, Progress], None] 
         return _distill(config, on_progress, ranks, device)
 
 
-def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> dict | None:
+def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> DistillSummary | None:
     method_cls = get_method(config.method)
     hparams = method_cls.Hparams.with_overrides(config.overrides)
     with EmbeddingCache.open(config.cache_dir) as cache:
@@ -78,17 +81,22 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> d
     keys_by_path, changed = ranks.on_leader(lambda: unchanged_files(dataset.root, keys_by_path))
     train = TrainConfig(**(asdict(config.train) | {"device": device}))
 
-    runs = []
-    for target in targets:
-        for trial in range(config.first_trial, config.first_trial + config.trials):
-            run = _one_run(
-                config, train, method_cls, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks
-            )
-            runs.append(run)
+    runs = [
+        _one_run(config, train, method_cls, hparams, knowledge, dataset, keys_by_path, t, trial, on_progress, ranks)
+        for t in targets
+        for trial in range(config.first_trial, config.first_trial + config.trials)
+    ]
     if not ranks.leader:
         return None
-    summary = _summarise(config, runs, dataset.domains) | {"changed_since_bought": changed}
-    (config.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = DistillSummary(
+        method=config.method,
+        student=config.student,
+        run_dir=str(config.out),
+        runs=tuple(r for r in runs if r is not None),
+        domains=tuple(dataset.domains),
+        changed_since_bought=changed,
+    )
+    summary.write(config.out)
     return summary
 
 
@@ -178,7 +186,7 @@ def unchanged_files(root: Path, keys_by_path: dict[str, str], workers: int = 8) 
 
 def _one_run(
     config, train, method_cls, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks
-) -> dict:
+) -> TrialResult | None:
     splits = make_splits(
         dataset, keys_by_path, target, trial_seed=trial, views_by_key=knowledge.views_by_key(config.views)
     )
@@ -234,7 +242,7 @@ def _one_run(
     )
     final = trainer.fit(resume=config.resume)
     if final is None:  # not rank 0: rank 0 writes the student and reports
-        return {}
+        return None
     save_student(
         method,
         run_dir / MODEL_FILE,
@@ -250,47 +258,16 @@ def _one_run(
             "teacher": {k: knowledge.teacher.get(k) for k in ("id", "fingerprint")},
         },
     )
-    return {
-        "test_domain": target,
-        "trial": trial,
-        "id_acc": final["source_val_acc"],
-        "ood_acc": final["target_acc"],
-        "trained_on": coverage,
-        "unreadable": {"count": len(trainer.unreadable), "examples": sorted(trainer.unreadable)[:5]},
-        "averaging": final.get("averaging", {}),
-        "run_dir": str(run_dir),
-    }
-
-
-def _summarise(config: DistillConfig, runs: list[dict], domains: tuple[str, ...]) -> dict:
-    per_target = []
-    for target in dict.fromkeys(r["test_domain"] for r in runs):
-        trials = [r for r in runs if r["test_domain"] == target]
-        per_target.append(
-            {
-                "test_domain": target,
-                "id_acc": statistics.fmean(r["id_acc"] for r in trials),
-                "ood_acc": statistics.fmean(r["ood_acc"] for r in trials),
-                "ood_stderr": _stderr([r["ood_acc"] for r in trials]),
-                "trials": len(trials),
-            }
-        )
-    return {
-        "method": config.method,
-        "student": config.student,
-        "run_dir": str(config.out),
-        "results": per_target,
-        "mean": {
-            "id_acc": statistics.fmean(r["id_acc"] for r in per_target),
-            "ood_acc": statistics.fmean(r["ood_acc"] for r in per_target),
-        },
-        "runs": runs,
-        "domains": list(domains),
-    }
-
-
-def _stderr(values: list[float]) -> float:
-    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return TrialResult(
+        test_domain=target,
+        trial=trial,
+        id_acc=final["source_val_acc"],
+        ood_acc=final["target_acc"],
+        run_dir=str(run_dir),
+        trained_on=coverage,
+        unreadable={"count": len(trainer.unreadable), "examples": sorted(trainer.unreadable)[:5]},
+        averaging=final.get("averaging", {}),
+    )
 
 
 def _describe(config: DistillConfig, hparams, knowledge: TeacherKnowledge) -> dict:

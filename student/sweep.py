@@ -30,6 +30,7 @@ from cache.store import EmbeddingCache
 
 from .config import TrainConfig
 from .methods import check_method_name, get_method
+from .results import SUMMARY_FILE
 
 log = logging.getLogger("vl2v.sweep")
 
@@ -144,7 +145,7 @@ def _spec(
 def status(config: SweepConfig, spec: RunSpec) -> str:
     """ "done" (its summary is written), "started" (a killed or running run: resumable), or "new"."""
     folder = config.out / "runs" / spec.id
-    if (folder / "summary.json").is_file():
+    if (folder / SUMMARY_FILE).is_file():
         return "done"
     return "started" if (folder / "config.json").is_file() else "new"
 

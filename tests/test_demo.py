@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from cli.app import app
-from cli.demo_pipeline import DEMO_HPARAMS, _distill_config, gap_closed
+from cli.demo_pipeline import DEMO_HPARAMS, _distill_config
 from student.config import DemoConfig
+from student.results import MethodScore, gap_closed
 from teacher_service.encoder import ClipEncoder
 from teacher_service.weights import verified_demo_weights
 
@@ -80,7 +81,7 @@ def test_a_benchmark_for_another_world_replaces_the_files_of_the_last(tmp_path):
 
 
 def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
-    methods = {"erm": {"ood_acc": 0.5}, "kd": {"ood_acc": 0.6}, "adip": {"ood_acc": 0.9}}
+    methods = {m: MethodScore(0.95, ood, seconds=1.0) for m, ood in [("erm", 0.5), ("kd", 0.6), ("adip", 0.9)]}
     assert gap_closed(0.9, methods) == {"kd": 0.25, "adip": 1.0}
     assert gap_closed(0.4, methods) == {}, "no gap to close"
     assert gap_closed(0.51, methods) == {}, "a point is no gap: its shares would be noise over almost nothing"

@@ -157,5 +157,5 @@ def test_distill_trains_on_a_cache_that_query_is_still_writing(make_settings, pa
     trained_on = json.loads((out / "config.json").read_text())["cached_images"]
     # The vendor's ledger leads the cache by the answers still on their way: 2 requests of 4 images.
     assert 200 - 2 * 4 <= trained_on < 1120, "distill read a consistent snapshot while the cache grew"
-    assert 0 <= summary["mean"]["ood_acc"] <= 1
+    assert summary is not None and 0 <= summary.mean_ood_acc <= 1
     assert assert_paid_once(cache, ledger) == 1120

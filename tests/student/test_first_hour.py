@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from cli.exit_codes import ERROR
 from cli.progress import TrainingProgress
+from student.results import DistillSummary, TrialResult
 from student.trainer import Progress
 
 from .test_distill import distill_args, run_cli
@@ -102,8 +103,12 @@ def test_report_says_n_1_for_one_trial_and_notes_means_over_other_domain_sets(tm
     def run(method: str, results: dict[str, list[float]]) -> str:
         folder = tmp_path / method
         folder.mkdir()
-        runs = [{"test_domain": d, "ood_acc": a, "id_acc": a + 0.2} for d, accs in results.items() for a in accs]
-        (folder / "summary.json").write_text(json.dumps({"method": method, "runs": runs}))
+        runs = tuple(
+            TrialResult(test_domain=d, trial=k, ood_acc=a, id_acc=a + 0.2, run_dir=str(folder / d / f"trial_{k}"))
+            for d, accs in results.items()
+            for k, a in enumerate(accs)
+        )
+        DistillSummary(method, "resnet18", str(folder), runs, ("photo", "sketch")).write(folder)
         return str(folder)
 
     erm = run("erm", {"sketch": [0.60, 0.64], "photo": [0.90, 0.92]})
