@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from cache.data.datasets import DatasetError, open_dataset
+from teacher_service.devices import resolve_device
 from teacher_service.imaging import to_rgb
 
 from .checkpoint import MODEL_FILE, load_student
 from .data import Normalize, Sample, eval_loader, eval_transform
-from .trainer import resolve_device
 
 log = logging.getLogger("vl2v.evaluate")
 

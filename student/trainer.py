@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cache.errors import InvalidOption, UserError
+from teacher_service.devices import resolve_device
 
 from .averaging import AVERAGING, NoAveraging, State, apply_average, snapshot
 from .config import TrainConfig
@@ -67,14 +68,6 @@ class TrainingDiverged(UserError):
             f"{method} diverged at step {step + 1} of stage '{stage}' ({values}); nothing was saved as final. "
             "Lower the learning rate (--lr or --set lr=...) and start again with --overwrite"
         )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidOption("--device cuda requested but CUDA is not available")
-    return torch.device(device)
 
 
 class Trainer:

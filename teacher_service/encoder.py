@@ -15,6 +15,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+from .devices import resolve_device
 from .settings import ConfigError
 from .weights import WeightsSource, create_clip, embedding_dim_of, image_size_of
 
@@ -60,13 +61,11 @@ class ClipEncoder:
         allow_random: bool = False,
     ) -> ClipEncoder:
         """Load by name + tag, name + checkpoint file, or `local-dir:FOLDER`, through open_clip's own loader."""
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available")
-        if precision != "fp32" and device != "cuda":
-            raise ConfigError(f"precision {precision!r} is autocast on CUDA only; use fp32 on {device}")
+        where = resolve_device(device)
+        if precision != "fp32" and where.type != "cuda":
+            raise ConfigError(f"precision {precision!r} is autocast on CUDA only; use fp32 on {where}")
         clip, source = create_clip(model, pretrained, allow_random=allow_random)
-        return cls(clip, source, device, precision)
+        return cls(clip, source, str(where), precision)
 
     def _describe(self, model: Any) -> EncoderInfo:
         preprocess = {
