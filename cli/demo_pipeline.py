@@ -87,7 +87,7 @@ def run_demo(
         f"{report.currency}; the vendor is stopped"
     )
     with EmbeddingCache.open(out / "cache") as cache:
-        teacher = zeroshot_accuracy(cache)["accuracy"]
+        teacher = zeroshot_accuracy(cache).accuracy
     methods = {}
     for method in config.methods:
         on_event(f"distilling {method} into {config.student} (target domain: {config.target})")

@@ -36,11 +36,11 @@ def zeroshot(
     with EmbeddingCache.open(cache) as store:
         result = zeroshot_accuracy(store, templates)
     if json_out:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(result.to_json()))
         return
-    for domain, acc in result["accuracy"].items():
-        typer.echo(f"{domain:>16}  {100 * acc:5.1f}%  ({result['images'][domain]} images)")
-    typer.echo(f"{'mean':>16}  {100 * result['mean']:5.1f}%")
+    for domain, acc in result.accuracy.items():
+        typer.echo(f"{domain:>16}  {100 * acc:5.1f}%  ({result.images[domain]} images)")
+    typer.echo(f"{'mean':>16}  {100 * result.mean:5.1f}%")
 
 
 @reports_errors
@@ -60,11 +60,11 @@ def evaluate(
 
     results = [evaluate_model(m, data_dir, device=device, workers=workers) for m in find_models(run)]
     if json_out:
-        typer.echo(json.dumps({"results": results}))
+        typer.echo(json.dumps({"results": [r.to_json() for r in results]}))
         return
     for r in results:
-        typer.echo(r["model"])
-        for domain, acc in r["accuracy"].items():
+        typer.echo(r.model)
+        for domain, acc in r.accuracy.items():
             typer.echo(f"  {domain:>16}  {100 * acc:5.1f}%")
 
 
@@ -84,13 +84,13 @@ def predict(
     model = find_models(run)[0]
     results = predict_images(model, images, top_k=top_k, device=device)
     if json_out:
-        typer.echo(json.dumps({"model": str(model), "predictions": results}))
+        typer.echo(json.dumps({"model": str(model), "predictions": [r.to_json() for r in results]}))
     for r in results if not json_out else []:
-        if "error" in r:
-            say("error:", f"{r['image']}: {r['error']}", "red")
+        if r.error is not None:
+            say("error:", f"{r.image}: {r.error}", "red")
         else:
-            typer.echo(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
-    if any("error" in r for r in results):
+            typer.echo(f"{r.image}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in r.top))
+    if any(r.error is not None for r in results):
         raise typer.Exit(exit_codes.ERROR)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
@@ -15,6 +14,7 @@ from teacher_service.imaging import to_rgb
 
 from .checkpoint import MODEL_FILE, load_student
 from .data import Normalize, Sample, eval_loader, eval_transform
+from .results import Evaluation, Prediction
 
 log = logging.getLogger("vl2v.evaluate")
 
@@ -32,7 +32,7 @@ def find_models(run: Path) -> list[Path]:
 @torch.no_grad()
 def evaluate_model(
     model_path: Path, data_dir: Path, *, device: str = "auto", workers: int = 2, batch_size: int = 64
-) -> dict:
+) -> Evaluation:
     """Accuracy per domain of the dataset at `data_dir` (the one the student was trained on, or an imagefolder
     whose class folders carry the same names)."""
     target = resolve_device(device)
@@ -63,38 +63,30 @@ def evaluate_model(
         log.warning(
             "%d image(s) cannot be read and were left out (e.g. %s)", len(unreadable), ", ".join(unreadable[:3])
         )
-    return {
-        "model": str(model_path),
-        "data_dir": str(dataset.root),
-        "accuracy": accuracy,
-        "images": counts,
-        "unreadable": {"count": len(unreadable), "examples": unreadable[:5]},
-        "mean": sum(accuracy.values()) / len(accuracy),
-    }
+    return Evaluation(
+        accuracy,
+        counts,
+        model=str(model_path),
+        data_dir=str(dataset.root),
+        unreadable={"count": len(unreadable), "examples": unreadable[:5]},
+    )
 
 
 @torch.no_grad()
-def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, device: str = "auto") -> list[dict]:
+def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, device: str = "auto") -> list[Prediction]:
     target = resolve_device(device)
     method, meta = load_student(model_path, str(target))
     transform, normalize = eval_transform(meta["image_size"]), Normalize(tuple(meta["mean"]), tuple(meta["std"]))
-    out: list[dict[str, Any]] = []
+    out = []
     for path in images:
         try:
             with Image.open(path) as image:
                 pixels = normalize(transform(to_rgb(image))[None].to(target))
         except Exception as e:  # noqa: BLE001 (one unreadable file must not cost the others their answer)
-            out.append({"image": str(path), "error": f"cannot read it ({type(e).__name__}: {e})"})
+            out.append(Prediction(str(path), error=f"cannot read it ({type(e).__name__}: {e})"))
             continue
         probs = method.predict(pixels).float().softmax(-1)[0].cpu()
         values, indices = probs.topk(min(top_k, len(probs)))
-        out.append(
-            {
-                "image": str(path),
-                "top": [
-                    {"class": meta["classes"][i], "probability": float(v)}
-                    for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-                ],
-            }
-        )
+        top = tuple((meta["classes"][i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True))
+        out.append(Prediction(str(path), top))
     return out

@@ -163,3 +163,48 @@ class DemoResult:
 
     def to_json(self) -> dict:
         return asdict(self) | {"gap_closed": self.gap_closed}
+
+
+@dataclass(frozen=True)
+class DomainAccuracy:
+    """Accuracy per domain, and how many images each was measured on; `mean` is over domains."""
+
+    accuracy: dict[str, float]
+    images: dict[str, int]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracy.values())
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"mean": self.mean}
+
+
+@dataclass(frozen=True)
+class ZeroShot(DomainAccuracy):
+    """The teacher's zero-shot accuracy from cached embeddings, with one prompt set."""
+
+    template_set: str
+
+
+@dataclass(frozen=True)
+class Evaluation(DomainAccuracy):
+    """A saved student on every domain of a dataset folder."""
+
+    model: str
+    data_dir: str
+    unreadable: dict  # {"count": n, "examples": [...]}: images left out because they cannot be read
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A student's top classes for one image (class, probability), best first; or why the image was not read."""
+
+    image: str
+    top: tuple[tuple[str, float], ...] = ()
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "top": [{"class": c, "probability": p} for c, p in self.top]}

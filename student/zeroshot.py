@@ -11,10 +11,11 @@ from cache.store import CacheError, EmbeddingCache
 
 from .blocks import cosine_logits
 from .knowledge import TeacherKnowledge
+from .results import ZeroShot
 
 
-def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> dict:
-    """{"accuracy": {domain: acc}, "images": {domain: n}, "mean": ...}; no query is made."""
+def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> ZeroShot:
+    """Accuracy per domain of the cached images, classified by the cached prompt embeddings; no query is made."""
     knowledge = TeacherKnowledge.from_cache(cache)
     classes = knowledge.class_embeddings(template_set)
     if not knowledge.index:
@@ -34,5 +35,4 @@ def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> dic
         logits = cosine_logits(knowledge.image_embeddings[index], classes, knowledge.logit_scale)
         accuracy[domain] = float((logits.argmax(1) == labels).float().mean())
         counts[domain] = len(labels)
-    mean = sum(accuracy.values()) / len(accuracy) if accuracy else None
-    return {"template_set": template_set, "accuracy": accuracy, "images": counts, "mean": mean}
+    return ZeroShot(accuracy, counts, template_set)
