@@ -125,8 +125,9 @@ class TeacherClient:
         """The served model card (`GET /v1/models`, first entry)."""
         return ModelList.model_validate(self._request("GET", f"{API_PREFIX}/models").json()).data[0].model_dump()
 
-    def usage(self) -> dict:
-        return UsageReport.model_validate(self._request("GET", f"{API_PREFIX}/usage").json()).model_dump()
+    def usage(self) -> UsageReport:
+        """This key's account at the vendor: balance, spend and counts (`GET /v1/usage`)."""
+        return UsageReport.model_validate(self._request("GET", f"{API_PREFIX}/usage").json())
 
     def embed(self, body: bytes, idempotency_key: str, *, count: int, dim: int) -> Embedded:
         """`POST /v1/embeddings` of a body made by `request_body`, sent as these exact bytes under an idempotency

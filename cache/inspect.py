@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass, fields
 from pathlib import PurePosixPath
+from typing import Any
 
 import numpy as np
 
-from .store import NORM_TOLERANCE, EmbeddingCache
+from .store import NORM_TOLERANCE, EmbeddingCache, LedgerTotals
 
 
-def cache_info(cache: EmbeddingCache) -> dict:
+@dataclass(frozen=True)
+class CacheInfo:
+    """What a cache holds and what it cost, from the cache alone."""
+
+    cache: str
+    dataset: str | None  # None until a query has bound the cache to a dataset
+    data_root: str | None
+    teacher: dict[str, Any]  # the recorded teacher's id, url, fingerprint, embedding_dim and precision
+    images: int
+    views: int
+    texts: int
+    images_by_domain: dict[str, int]
+    images_by_class: dict[str, dict[str, int]]
+    totals: LedgerTotals
+    currency: str | None
+    pending_requests: int
+    skipped_reasons: dict[str, int]  # items the query skipped, by reason
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_reasons.values())
+
+    def to_json(self) -> dict:
+        """One flat object: the fields, the ledger totals beside them (`vl2v cache info --json`)."""
+        totals = self.totals
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "totals"}
+        return flat | {
+            "paid_images": totals.paid_images,
+            "paid_texts": totals.paid_texts,
+            "paid_tokens": totals.paid_tokens,
+            "free_images": totals.free_images,
+            "unrecovered_images": totals.unrecovered_images,
+            "unrecovered_cost": totals.unrecovered_cost,
+            "cost": totals.cost,
+            "requests": totals.requests,
+            "replayed_requests": totals.replayed_requests,
+            "skipped": self.skipped,
+        }
+
+
+def cache_info(cache: EmbeddingCache) -> CacheInfo:
     """Counts per domain and class, spend, budget used, teacher and skipped items, from the cache alone."""
     by_domain: Counter[str] = Counter()
     by_class: dict[str, Counter[str]] = defaultdict(Counter)
@@ -20,33 +62,22 @@ def cache_info(cache: EmbeddingCache) -> dict:
             by_domain[domain] += 1
         for domain, name in cells:
             by_class[domain][name] += 1
-    totals = cache.totals()
-    skipped = cache.skipped()
-    teacher, dataset = cache.teacher or {}, cache.dataset or {}
-    return {
-        "cache": str(cache.path),
-        "dataset": dataset.get("name"),
-        "data_root": dataset.get("root"),
-        "teacher": {k: teacher.get(k) for k in ("id", "url", "fingerprint", "embedding_dim", "precision")},
-        "images": cache.counts()["image"],
-        "views": cache.counts()["views"],
-        "texts": cache.counts()["text"],
-        "images_by_domain": dict(sorted(by_domain.items())),
-        "images_by_class": {d: dict(sorted(c.items())) for d, c in sorted(by_class.items())},
-        "paid_images": totals.paid_images,
-        "paid_texts": totals.paid_texts,
-        "paid_tokens": totals.paid_tokens,
-        "free_images": totals.free_images,
-        "unrecovered_images": totals.unrecovered_images,
-        "unrecovered_cost": totals.unrecovered_cost,
-        "cost": totals.cost,
-        "currency": (teacher.get("pricing") or {}).get("currency"),
-        "requests": totals.requests,
-        "replayed_requests": totals.replayed_requests,
-        "pending_requests": len(cache.pending()),
-        "skipped": len(skipped),
-        "skipped_reasons": dict(Counter(s["reason"].split(":")[0] for s in skipped.values())),
-    }
+    teacher, dataset, counts = cache.teacher or {}, cache.dataset or {}, cache.counts()
+    return CacheInfo(
+        cache=str(cache.path),
+        dataset=dataset.get("name"),
+        data_root=dataset.get("root"),
+        teacher={k: teacher.get(k) for k in ("id", "url", "fingerprint", "embedding_dim", "precision")},
+        images=counts["image"],
+        views=counts["views"],
+        texts=counts["text"],
+        images_by_domain=dict(sorted(by_domain.items())),
+        images_by_class={d: dict(sorted(c.items())) for d, c in sorted(by_class.items())},
+        totals=cache.totals(),
+        currency=(teacher.get("pricing") or {}).get("currency"),
+        pending_requests=len(cache.pending()),
+        skipped_reasons=dict(Counter(s["reason"].split(":")[0] for s in cache.skipped().values())),
+    )
 
 
 def verify_cache(cache: EmbeddingCache) -> list[str]:

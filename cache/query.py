@@ -403,7 +403,7 @@ class _Job:
         self.stop_requested = stop
         self.stop_reason: str | None = None
         self.stop_error: Exception | None = None
-        self.account: str = client.usage()["key"]  # the vendor account: recorded with every pending request
+        self.account: str = client.usage().key  # the vendor account: recorded with every pending request
 
     def run(self) -> QueryReport:
         self.report.budget_used_before = self.report.budget_used = self.cache.totals().paid_images
@@ -662,7 +662,7 @@ class _Job:
         """How many images the balance still pays for, at the listed price (in nano-units: 4 x 0.0001 fits
         0.0004 exactly)."""
         price = round(self.card["pricing"]["per_image"] * 1e9)
-        balance = round(self.client.usage()["balance"] * 1e9)
+        balance = round(self.client.usage().balance * 1e9)
         return balance // price if price > 0 else 0
 
     def _retry_part(self, items: list[_Item], inputs: list[dict]) -> tuple[list[_Item], list[dict], bytes, str]:

@@ -14,6 +14,7 @@ from cache.errors import InvalidOption
 from cache.export import FORMATS, export_npz
 from cache.inspect import cache_info, verify_cache
 from cache.store import SCHEMA_VERSION, EmbeddingCache
+from teacher_service.schema import UsageReport
 
 from . import exit_codes
 from .errors import reports_errors, stdout
@@ -54,59 +55,59 @@ def info(
         summary = cache_info(store)
     # The key goes only where the user pointed: never to the URL recorded in the cache, which anyone who wrote
     # the cache (or edited it) chose.
-    summary["vendor"] = _vendor_usage(teacher_url, api_key_file, summary["teacher"].get("url"))
+    usage = _vendor_usage(teacher_url, api_key_file, summary.teacher.get("url"))
     if json_out:
-        typer.echo(json.dumps(summary))
+        vendor = {"error": usage} if isinstance(usage, str) else usage.model_dump()
+        typer.echo(json.dumps(summary.to_json() | {"vendor": vendor}))
         return
-    console = stdout
-    table = Table(title=f"cache {summary['cache']}", show_header=False)
-    teacher = summary["teacher"]
+    table = Table(title=f"cache {summary.cache}", show_header=False)
+    teacher, totals = summary.teacher, summary.totals
     for name, value in [
-        ("dataset", f"{summary['dataset']} ({summary['data_root']})"),
+        ("dataset", f"{summary.dataset} ({summary.data_root})"),
         ("teacher", f"{teacher['id']} at {teacher['url']} (fingerprint {str(teacher['fingerprint'])[:12]})"),
-        ("image embeddings", str(summary["images"])),
-        ("  by domain", ", ".join(f"{d} {n}" for d, n in summary["images_by_domain"].items())),
-        ("text embeddings", str(summary["texts"])),
+        ("image embeddings", str(summary.images)),
+        ("  by domain", ", ".join(f"{d} {n}" for d, n in summary.images_by_domain.items())),
+        ("text embeddings", str(summary.texts)),
         (
             "paid (cache ledger)",
-            f"{summary['paid_images']} images, {summary['paid_texts']} texts, "
-            f"{money(summary['cost'], summary['currency'])} in {summary['requests']} requests",
+            f"{totals.paid_images} images, {totals.paid_texts} texts, "
+            f"{money(totals.cost, summary.currency)} in {totals.requests} requests",
         ),
-        ("free replays", f"{summary['free_images']} images (bought before under this key)"),
-        ("skipped", counted(summary["skipped"], summary["skipped_reasons"])),
-        ("pending requests", str(summary["pending_requests"])),
+        ("free replays", f"{totals.free_images} images (bought before under this key)"),
+        ("skipped", counted(summary.skipped, summary.skipped_reasons)),
+        ("pending requests", str(summary.pending_requests)),
     ]:
         table.add_row(name, value)
-    if summary["unrecovered_images"]:
+    if totals.unrecovered_images:
         table.add_row(
             "possibly paid, not recovered",
-            f"{summary['unrecovered_images']} images, {money(summary['unrecovered_cost'], summary['currency'])} "
+            f"{totals.unrecovered_images} images, {money(totals.unrecovered_cost, summary.currency)} "
             "(in the paid figures above)",
         )
-    vendor = summary["vendor"]
-    if "error" in vendor:
-        table.add_row("vendor", f"not reconciled: {vendor['error']}")
+    if isinstance(usage, str):
+        table.add_row("vendor", f"not reconciled: {usage}")
     else:
         table.add_row(
             "vendor (this key)",
-            f"{vendor['images']} images, {vendor['texts']} texts, spent "
-            f"{money(vendor['spent'], vendor['currency'])}, balance {money(vendor['balance'], vendor['currency'])}",
+            f"{usage.images} images, {usage.texts} texts, spent "
+            f"{money(usage.spent, usage.currency)}, balance {money(usage.balance, usage.currency)}",
         )
-    console.print(table)
+    stdout.print(table)
 
 
-def _vendor_usage(url: str | None, key_file: Path | None, recorded: str | None) -> dict:
+def _vendor_usage(url: str | None, key_file: Path | None, recorded: str | None) -> UsageReport | str:
+    """The vendor's account of this key, or why there is none."""
     if not url:
         hint = f" (the cache was bought from {recorded})" if recorded else ""
-        return {"error": f"pass --teacher-url (or set VL2V_TEACHER_URL) to reconcile with the vendor{hint}"}
+        return f"pass --teacher-url (or set VL2V_TEACHER_URL) to reconcile with the vendor{hint}"
     key = api_key(key_file, required=False)
     if not key:
-        return {"error": "no API key (VL2V_API_KEY or --api-key-file)"}
+        return "no API key (VL2V_API_KEY or --api-key-file)"
     client = TeacherClient(url, key, timeout=(2.0, 5.0), retry=RetryPolicy(attempts=1))
     try:
         return client.usage()
     except VendorError as e:
-        return {"error": str(e)}
+        return str(e)
 
 
 @cache_app.command("verify", cls=Command)

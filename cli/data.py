@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -54,9 +55,9 @@ def download(
         limits = Limits(max_bytes=int(max_gb * 2**30), max_files=max_files)
         result = download_dataset(name, data_dir, mirror=mirror, on_progress=show, limits=limits)
     if json_out:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(asdict(result)))
         return
-    counts = ", ".join(f"{d} {n}" for d, n in result["images_by_domain"].items())
-    typer.echo(f"{name}: {sum(result['images_by_domain'].values())} images in {result['folder']} ({counts})")
-    for warning in result["warnings"]:
+    counts = ", ".join(f"{d} {n}" for d, n in result.images_by_domain.items())
+    typer.echo(f"{name}: {sum(result.images_by_domain.values())} images in {result.folder} ({counts})")
+    for warning in result.warnings:
         say("warning:", warning, "yellow")

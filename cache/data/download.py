@@ -35,6 +35,16 @@ class Limits:
             raise InvalidOption("download limits must be >= 1")
 
 
+@dataclass(frozen=True)
+class Downloaded:
+    """A dataset unpacked in place: where, the images found per domain, and where they differ from the paper's."""
+
+    dataset: str
+    folder: str
+    images_by_domain: dict[str, int]
+    warnings: list[str]
+
+
 def download_dataset(
     name: str,
     data_dir: Path,
@@ -43,7 +53,7 @@ def download_dataset(
     on_progress: Progress = lambda name, done, total: None,
     timeout: float = 60.0,
     limits: Limits = Limits(),
-) -> dict:
+) -> Downloaded:
     """Download, verify and unpack `name` into `data_dir/<Folder>`; returns the images found per domain.
 
     Args:
@@ -76,12 +86,7 @@ def download_dataset(
     ]
     for warning in warnings:
         log.warning(warning)
-    return {
-        "dataset": name,
-        "folder": str(target),
-        "images_by_domain": dict(sorted(found.items())),
-        "warnings": warnings,
-    }
+    return Downloaded(name, str(target), dict(sorted(found.items())), warnings)
 
 
 def https_first(url: str) -> list[str]:

@@ -51,10 +51,10 @@ def test_download_unpacks_into_the_domainbed_layout_and_checks_counts(mirror, pa
     (folder / "PACS.zip").write_bytes(pacs_zip(pacs_mini))
     seen = []
     result = download_dataset("pacs", tmp_path / "data", mirror=url, on_progress=lambda *a: seen.append(a))
-    assert result["folder"] == str(tmp_path / "data" / "PACS")
-    assert result["images_by_domain"] == {"art_painting": 21, "cartoon": 21, "photo": 21, "sketch": 21}
+    assert result.folder == str(tmp_path / "data" / "PACS")
+    assert result.images_by_domain == {"art_painting": 21, "cartoon": 21, "photo": 21, "sketch": 21}
     assert (tmp_path / "data" / "PACS" / "sketch" / "dog").is_dir()
-    assert any("published count is 2048" in w for w in result["warnings"])  # a mirror with fewer images
+    assert any("published count is 2048" in w for w in result.warnings)  # a mirror with fewer images
     assert seen[-1][0] == "PACS.zip" and seen[-1][1] == seen[-1][2] > 0  # progress reached the total
     assert not (tmp_path / "data" / ".vl2v-download").exists()
 
@@ -75,7 +75,7 @@ def test_a_tar_archive_with_domains_at_the_top_works_too(mirror, pacs_mini, tmp_
         for domain in ("Caltech101", "LabelMe", "SUN09", "VOC2007"):
             tar.add(next((pacs_mini / "photo" / "dog").iterdir()), f"VLCS/{domain}/dog/a.jpg")
     result = download_dataset("vlcs", tmp_path, mirror=url)
-    assert result["images_by_domain"] == {"Caltech101": 1, "LabelMe": 1, "SUN09": 1, "VOC2007": 1}
+    assert result.images_by_domain == {"Caltech101": 1, "LabelMe": 1, "SUN09": 1, "VOC2007": 1}
 
 
 def test_unsafe_member_names_are_refused(mirror, tmp_path):
