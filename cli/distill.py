@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from cache.errors import InvalidOption
-from student.config import DistillConfig, TrainConfig
+from student.config import DistillConfig, TrainConfig, help_of
 from student.methods import method_names
 
 from .errors import reports_errors, stderr, stdout
@@ -24,6 +24,8 @@ from .progress import TrainingProgress
 
 _TRAIN = TrainConfig()
 _D = functools.partial(default_of, DistillConfig)
+_H = functools.partial(help_of, DistillConfig)
+_T = functools.partial(help_of, TrainConfig)
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
@@ -40,61 +42,33 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 def distill_command(
     cache: CacheDir = DEFAULT_CACHE,
     method: Annotated[str, typer.Option(metavar="NAME", help=choices(method_names()))] = "adip",
-    student: Annotated[
-        str, typer.Option(metavar="NAME", help="timm model name (sd: the teacher's open_clip name)")
-    ] = "resnet50",
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = _D("pretrained"),
-    student_weights: Annotated[
-        str | None, typer.Option(metavar="FILE", help="student weights file (sd: open_clip checkpoint)")
-    ] = None,
+    student: Annotated[str, typer.Option(metavar="NAME", help=_H("student"))] = "resnet50",
+    pretrained: Annotated[bool, typer.Option(help=_H("pretrained"))] = _D("pretrained"),
+    student_weights: Annotated[str | None, typer.Option(metavar="WEIGHTS", help=_H("student_weights"))] = None,
     test_domain: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="DOMAIN",
-            help="held-out target domain (repeatable), or all: one run per domain  [default: all]",
-        ),
+        list[str] | None, typer.Option(metavar="DOMAIN", help=f"{_H('test_domains')} (repeatable)  [default: all]")
     ] = None,
-    out: Annotated[Path | None, typer.Option(metavar="DIR", help="run folder  [default: runs/METHOD]")] = None,
-    steps: Annotated[int, typer.Option(help="steps per stage")] = _TRAIN.steps,
-    batch_size: Annotated[int, typer.Option(help="images per source domain per step")] = _TRAIN.batch_size,
+    out: Annotated[Path | None, typer.Option(metavar="DIR", help=f"{_H('out')}  [default: runs/METHOD]")] = None,
+    steps: Annotated[int, typer.Option(help=_T("steps"))] = _TRAIN.steps,
+    batch_size: Annotated[int, typer.Option(help=_T("batch_size"))] = _TRAIN.batch_size,
     lr: Annotated[float | None, typer.Option(metavar="LR", help="learning rate  [default: the method's]")] = None,
     seed: Seed = _TRAIN.seed,
-    trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = _D("trials"),
-    trial: Annotated[int, typer.Option(metavar="K", help="the first trial's number (its split seed)")] = _D(
-        "first_trial"
-    ),
-    eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _TRAIN.eval_every,
+    trials: Annotated[int, typer.Option(help=_H("trials"))] = _D("trials"),
+    trial: Annotated[int, typer.Option(metavar="K", help=_H("first_trial"))] = _D("first_trial"),
+    eval_every: Annotated[int, typer.Option(help=_T("eval_every"))] = _TRAIN.eval_every,
     workers: Workers = _TRAIN.workers,
     device: Device = _TRAIN.device,
-    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = _D("image_size"),
-    data_dir: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="where the images are, if they moved since the query")
-    ] = None,
-    views: Annotated[
-        int | None,
-        typer.Option(
-            metavar="K",
-            help="replay up to K cached augmented views per image, exactly as the teacher saw them (0: the clean "
-            "image's embedding for random augmentations)  [default: every cached view]",
-        ),
-    ] = None,
-    holdout: Annotated[
-        str | None,
-        typer.Option(
-            metavar="DOMAIN", help="also hold this source domain out (for leave-one-domain-out model selection)"
-        ),
-    ] = None,
-    hparams_seed: Annotated[
-        int, typer.Option(metavar="N", help="which search-space sample --set is, recorded for model selection")
-    ] = _D("hparams_seed"),
+    image_size: Annotated[int, typer.Option(metavar="PIXELS", help=_H("image_size"))] = _D("image_size"),
+    data_dir: Annotated[Path | None, typer.Option(metavar="DIR", help=_H("data_dir"))] = None,
+    views: Annotated[int | None, typer.Option(metavar="K", help=_H("views"))] = None,
+    holdout: Annotated[str | None, typer.Option(metavar="DOMAIN", help=_H("holdout"))] = None,
+    hparams_seed: Annotated[int, typer.Option(metavar="N", help=_H("hparams_seed"))] = _D("hparams_seed"),
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="override a hyper-parameter of the method (repeatable)"),
     ] = None,
-    resume: Annotated[
-        bool, flag("resume", "continue the run in --out from its last checkpoint (same settings only)")
-    ] = False,
-    overwrite: Annotated[bool, flag("overwrite", "replace the run already in --out")] = False,
+    resume: Annotated[bool, flag("resume", _H("resume"))] = False,
+    overwrite: Annotated[bool, flag("overwrite", _H("overwrite"))] = False,
     json_out: Json = False,
 ) -> None:
     """Train and test a student from the cache alone (DomainBed protocol).

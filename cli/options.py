@@ -10,6 +10,7 @@ from typing import Annotated, Any, overload
 import typer
 
 from cache.client import DEFAULT_URL
+from student.config import TrainConfig, help_of
 
 from .errors import fail
 
@@ -34,9 +35,9 @@ ApiKeyFile = Annotated[
     typer.Option(metavar="FILE", help="file holding the API key (default: the VL2V_API_KEY environment variable)"),
 ]
 Json = Annotated[bool, flag("json", "print exactly one JSON object on stdout (no progress, no table)")]
-Device = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda or cuda:N")]
-Workers = Annotated[int, typer.Option(help="data-loading processes (0: load in this process)")]
-Seed = Annotated[int, typer.Option(help="seed of everything random in the run (with --trials: of trial 0)")]
+Device = Annotated[str, typer.Option(help=help_of(TrainConfig, "device"))]
+Workers = Annotated[int, typer.Option(help=help_of(TrainConfig, "workers"))]
+Seed = Annotated[int, typer.Option(help=help_of(TrainConfig, "seed"))]
 
 DEFAULT_CACHE = Path("./cache")
 DEFAULT_DATA = Path("./data")

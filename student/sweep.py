@@ -28,7 +28,7 @@ from pathlib import Path
 from cache.errors import InvalidOption
 from cache.store import EmbeddingCache
 
-from .config import TrainConfig
+from .config import TrainConfig, documented
 from .methods import check_method_name, get_method
 from .results import SUMMARY_FILE
 
@@ -47,8 +47,10 @@ class SweepConfig:
     out: Path
     test_domains: tuple[str, ...] = ("all",)
     trials: int = 3
-    hparam_samples: int = 1  # per method; sample 0 is the defaults
-    leave_one_out: bool = False  # also run every source domain held out, for that model selection
+    hparam_samples: int = documented("hyper-parameter samples per method; sample 0 is the defaults", 1)
+    leave_one_out: bool = documented(
+        "also run each source domain held out, for leave-one-domain-out model selection", False
+    )
     student: str = "resnet50"
     pretrained: bool = True
     student_weights: str | None = None

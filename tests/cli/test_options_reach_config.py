@@ -6,6 +6,7 @@ call is replaced by one that records its configuration. The configuration must d
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from pathlib import Path
@@ -92,6 +93,32 @@ def test_every_option_changes_the_configuration(command, captured, tmp_path, mon
     assert len(options) >= 10
     ignored = [o.opts[0] for o, kind in options if _config(command, _other(o, kind), captured) == default]
     assert ignored == [], f"vl2v {command} accepts these options and ignores them"
+
+
+def _changed(default: object, config: object) -> list[dataclasses.Field]:
+    """The fields (of the config and of configs nested in it) whose values differ."""
+    changed = []
+    for f in dataclasses.fields(default):  # type: ignore[arg-type]
+        before, after = getattr(default, f.name), getattr(config, f.name)
+        if dataclasses.is_dataclass(before):
+            changed += _changed(before, after)
+        elif before != after:
+            changed.append(f)
+    return changed
+
+
+@pytest.mark.parametrize("command", ["distill", "demo", "sweep"])
+def test_an_option_shows_the_help_written_on_the_field_it_sets(command, captured, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    default = _config(command, [], captured)
+    checked = 0
+    for option, kind in _options(command):
+        changed = _changed(default, _config(command, _other(option, kind), captured))
+        if len(changed) == 1 and "help" in changed[0].metadata:  # (--quick and --method set several)
+            field = changed[0]
+            assert field.metadata["help"] in option.help, f"{option.opts[0]} does not show {field.name}'s help"
+            checked += 1
+    assert checked >= 8, "the configs document their fields"
 
 
 def test_the_demos_lr_reaches_every_method(captured, tmp_path, monkeypatch):
