@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .methods.base import Hparams
 
 State = dict[str, Tensor]
 
@@ -110,7 +114,7 @@ class SWAD:
             return
         segment = _Segment(self._segment.state, step, val_loss)
         self._segment = _Mean()
-        if self.converge_step is None:
+        if self.threshold is None:  # not converged yet
             self._window.append(segment)
             losses = [s.loss for s in self._window]
             if len(losses) == self.n_converge and min(losses) == losses[0]:
@@ -127,8 +131,8 @@ class SWAD:
             self._final.add(self._pending.pop(0).state)
 
     def averaged(self, model: nn.Module) -> State:
-        if self._final.state is None:  # never converged (a short run): the last segment, as SWAD does
-            return self._window[-1].state if self._window else snapshot(model)
+        if self._final.state is None or self.threshold is None:  # never converged (a short run): as SWAD does,
+            return self._window[-1].state if self._window else snapshot(model)  # the last segment
         final = _Mean()
         final.state, final.count = {k: v.clone() for k, v in self._final.state.items()}, self._final.count
         for i, segment in enumerate(self._pending):  # the run ended inside the valley: judge what is left
@@ -179,4 +183,13 @@ class NoAveraging:
         return None
 
 
-AVERAGING = {"swad": SWAD, "sma": SMA, "none": NoAveraging}
+Averager = SWAD | SMA | NoAveraging
+
+
+def averager(kind: str, h: Hparams) -> Averager:
+    """The weight averaging a stage asked for (`Stage.averaging`), with the method's hyper-parameters."""
+    if kind == "swad":
+        return SWAD(h.swad_n_converge, h.swad_n_tolerance, h.swad_tolerance_ratio)
+    if kind == "sma":
+        return SMA(h.sma_start)
+    return NoAveraging()

@@ -44,6 +44,9 @@ class TextHead(nn.Module):
     The embeddings and the scale are frozen buffers (SCMD, whose scale learns, keeps its own parameter).
     """
 
+    classes: Tensor  # (C, D), unit rows
+    fixed_log_scale: Tensor
+
     def __init__(self, class_embeddings: Tensor, scale: float) -> None:
         super().__init__()
         self.register_buffer("classes", F.normalize(class_embeddings.float(), dim=-1))

@@ -50,10 +50,11 @@ class Ranks:
         """Sum every gradient over the ranks and divide by their number: the global batch's mean gradient."""
         if not self.distributed:
             return
+        grads = []
         for p in parameters:  # a rank whose share could not be read adds zeros, but takes part
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in parameters]
+            grads.append(p.grad)
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce, not one per tensor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import timm
@@ -47,6 +48,8 @@ def timm_student(name: str, *, pretrained: bool, weights: str | Path | None, ima
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise StudentError(f"unknown timm model {name!r}" + (f"; did you mean {close}?" if close else ""))
+    # Any: timm's models carry `num_features` and `pretrained_cfg`, which nn.Module's type does not know.
+    model: Any
     try:
         model = timm.create_model(name, pretrained=pretrained and weights is None, num_classes=0)
     except Exception as e:  # the hub is unreachable, or the model has no pretrained weights
@@ -90,8 +93,8 @@ def _load_weights(model: nn.Module, name: str, weights: str) -> None:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
     _fit(model, state, str(path))
 
 
@@ -115,5 +118,5 @@ def clip_image_tower(name: str, checkpoint: str | None) -> Backbone:
     clip, _ = create_clip(name, checkpoint)
     dim = embedding_dim_of(clip.eval())
     preprocess = open_clip.get_model_preprocess_cfg(clip)
-    visual = clip.visual.train().requires_grad_(True)
+    visual = clip.get_submodule("visual").train().requires_grad_(True)
     return Backbone(visual, dim, tuple(preprocess["mean"]), tuple(preprocess["std"]), image_size_of(clip)[0])

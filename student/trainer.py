@@ -22,7 +22,7 @@ from torch import Tensor
 from cache.errors import InvalidOption, UserError
 from teacher_service.devices import resolve_device
 
-from .averaging import AVERAGING, NoAveraging, State, apply_average, snapshot
+from .averaging import NoAveraging, State, apply_average, averager, snapshot
 from .config import TrainConfig
 from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, train_loader
 from .distributed import SINGLE, Ranks
@@ -98,11 +98,12 @@ class Trainer:
                 f"domains) do not split evenly over {ranks.world} processes"
             )
         self.unreadable: set[str] = set()  # files no loader could read, by path
-        self._version, self._evaluated = 0, (-1, {})  # weight updates so far; the last evaluation, at which one
+        self._version = 0  # weight updates so far
+        self._evaluated: tuple[int, dict] = (-1, {})  # the last evaluation, and at which version
         self._where = Progress("", 0, len(method.stages()), 0, config.steps, {}, None, 0.0, None)
         self.device = resolve_device(config.device)
         # Channels-last convolutions: faster on GPUs and on CPUs too (here: training +6%, evaluation +40%).
-        self.method.to(self.device, memory_format=torch.channels_last)
+        self.method.to(self.device).to(memory_format=torch.channels_last)
         ranks.broadcast_state(self.method)  # every rank starts from rank 0's weights
         self.normalize = Normalize(method.backbone.mean, method.backbone.std)
         self.evaluation = EvaluationSet(splits, root, self.eval_transform, config) if ranks.leader else None
@@ -140,11 +141,11 @@ class Trainer:
         for p in self.method.parameters():
             p.requires_grad_(id(p) in trainable)
         optimizer = self._optimizer(stage)
-        averager = _averager(stage.averaging, self.method.hparams)
+        averaging = averager(stage.averaging, self.method.hparams)
         best: tuple[float, State | None] = (-math.inf, None)
         if saved is not None:
             optimizer.load_state_dict(saved["optimizer"])
-            averager.load_state_dict(saved["averager"])
+            averaging.load_state_dict(saved["averager"])
             best = saved["best"]
         train_sets = self.splits.train_sets()
         loader, flat = train_loader(
@@ -159,9 +160,10 @@ class Trainer:
             replay=Replay(self.knowledge.view_params, self.method.backbone.image_size),
             share=self.ranks.share,
         )
-        rows = torch.tensor([self.knowledge.index[s.key] for s in flat])
+        rows = _embedding_rows(self.knowledge.index, flat)
         scaler, autocast = self._amp()
-        started, losses, seen = time.perf_counter(), {}, 0
+        started, seen = time.perf_counter(), 0
+        losses: dict[str, float] = {}
         self._where.stage, self._where.stage_index = stage.name, index + 1
         self.method.train()
         trained = [p for group in stage.param_groups for p in group["params"]]
@@ -186,7 +188,7 @@ class Trainer:
             self._weights_changed()
             scaler.update()
             if self.ranks.leader:
-                averager.after_step(self.method, step)
+                averaging.after_step(self.method, step)
             mine = {k: float(v.detach()) for k, v in parts.items()} if loaded.images is not None else None
             losses = self.ranks.mean(mine, len(loaded.indices)) or losses
             done, seen = step + 1, seen + len(loaded.indices) * self.ranks.world
@@ -202,19 +204,19 @@ class Trainer:
             evaluation_due = done % self.config.eval_every == 0 or done == self.config.steps
             if evaluation_due and self.ranks.leader:  # the others train on: the next all-reduce waits for it
                 record = self._record(stage.name, self.config.steps * index + done, losses)
-                averager.after_eval(self.method, done, record["source_val_loss"])
+                averaging.after_eval(self.method, done, record["source_val_loss"])
                 if record["source_val_acc"] > best[0]:
                     best = (record["source_val_acc"], snapshot(self.method))
-                self._checkpoint(index, done, optimizer, averager, best)
+                self._checkpoint(index, done, optimizer, averaging, best)
                 self.method.train()
         if self.ranks.leader:
             if stage.restore_best and best[1] is not None:
                 apply_average(self.method, best[1])
                 self._weights_changed()
-            elif not isinstance(averager, NoAveraging):
-                apply_average(self.method, averager.averaged(self.method))
+            elif not isinstance(averaging, NoAveraging):
+                apply_average(self.method, averaging.averaged(self.method))
                 self._weights_changed()
-            self.averaging_summary = averager.summary()
+            self.averaging_summary = averaging.summary()
             self._checkpoint(index + 1, 0, None, None, (-math.inf, None))
         self.ranks.broadcast_state(self.method)  # the next stage starts from rank 0's chosen weights everywhere
 
@@ -278,14 +280,17 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Accuracy of every domain's in and out split; loss and accuracy on the source `out` splits."""
+        evaluation = self.evaluation
+        if evaluation is None:
+            raise RuntimeError("only rank 0 evaluates")
         self.method.eval()
         _, autocast = self._amp()
-        correct = torch.zeros(len(self.evaluation.groups), dtype=torch.long)
+        correct = torch.zeros(len(evaluation.groups), dtype=torch.long)
         counted = torch.zeros_like(correct)
         val_loss, val_count = 0.0, 0
-        done, total = 0, len(self.evaluation.samples)
-        for loaded in self.evaluation.batches():
-            self._note_unreadable(self.evaluation.samples, loaded.unreadable)
+        done, total = 0, len(evaluation.samples)
+        for loaded in evaluation.batches():
+            self._note_unreadable(evaluation.samples, loaded.unreadable)
             done += len(loaded.indices) + len(loaded.unreadable)
             self._report("evaluating", evaluated=(done, total))
             if loaded.images is None:
@@ -294,16 +299,16 @@ class Trainer:
             labels = loaded.labels.to(self.device)
             with autocast():
                 logits = self.method.predict(images).float()
-            groups = self.evaluation.group_of[loaded.indices]
+            groups = evaluation.group_of[loaded.indices]
             hits = (logits.argmax(1) == labels).cpu().long()
             correct.index_add_(0, groups, hits)
             counted.index_add_(0, groups, torch.ones_like(hits))
-            validation = self.evaluation.is_validation[loaded.indices].to(self.device)
+            validation = evaluation.is_validation[loaded.indices].to(self.device)
             if validation.any():
                 val_loss += float(F.cross_entropy(logits[validation], labels[validation], reduction="sum"))
                 val_count += int(validation.sum())
         out: dict = {}
-        for g, (d, part) in enumerate(self.evaluation.groups):
+        for g, (d, part) in enumerate(evaluation.groups):
             out[f"env{d}_{part}_acc"] = int(correct[g]) / max(int(counted[g]), 1)
             out[f"env{d}_{part}_count"] = int(counted[g])
         sources = self.splits.sources
@@ -385,7 +390,8 @@ class EvaluationSet:
         if self._kept is not None:
             yield from self._kept
             return
-        kept, size = [], 0
+        kept: list[LoadedBatch] | None = []
+        size = 0
         for loaded in self._loader:
             size += loaded.images.numel() if loaded.images is not None else 0
             if kept is not None:
@@ -395,12 +401,14 @@ class EvaluationSet:
         self._kept = kept
 
 
-def _averager(kind: str, h) -> object:
-    if kind == "swad":
-        return AVERAGING["swad"](h.swad_n_converge, h.swad_n_tolerance, h.swad_tolerance_ratio)
-    if kind == "sma":
-        return AVERAGING["sma"](h.sma_start)
-    return NoAveraging()
+def _embedding_rows(index: dict[str, int], samples: list[Sample]) -> Tensor:
+    """Each training sample's row in the cached embeddings (a split trains only on images the cache holds)."""
+    rows = []
+    for s in samples:
+        if s.key is None:
+            raise RuntimeError(f"{s.path} was drawn for training but has no cached embedding")
+        rows.append(index[s.key])
+    return torch.tensor(rows)
 
 
 def _truncate(path: Path, lines: int) -> None:

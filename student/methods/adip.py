@@ -32,7 +32,7 @@ class AdipHparams(Hparams):
 
 
 @register_method("adip")
-class ADiP(Method):
+class ADiP(Method[AdipHparams]):
     Hparams = AdipHparams
     template_set = "photo"  # "a photo of a {class}"
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +98,7 @@ class Hparams:
     def with_overrides(cls, overrides: dict[str, str]) -> Hparams:
         """Apply `--set key=value` strings, converted to each field's type; unknown keys list the valid ones."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
+        values: dict[str, Any] = {}
         for key, raw in overrides.items():
             if key not in fields:
                 raise InvalidOption(f"--set {key}: unknown hyper-parameter of {cls.__name__}; valid: {sorted(fields)}")
@@ -114,7 +114,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 def _parse(key: str, raw: str, default: object) -> object:
     if raw.lower() in ("none", "null") and default is None:
         return None
-    kind = type(default) if default is not None else float
+    kind: type[Any] = type(default) if default is not None else float
     try:
         if kind is bool:
             if raw.lower() not in ("true", "false", "1", "0"):
@@ -144,18 +144,22 @@ class Stage:
     restore_best: bool = field(default=False)  # load the best source-validation weights when the stage ends
 
 
-class Method(nn.Module):
+H = TypeVar("H", bound=Hparams)
+
+
+class Method(nn.Module, Generic[H]):
     """A distillation method: a student backbone plus whatever heads it needs, and its loss.
 
-    Subclasses set `name`, `Hparams` and `template_set`, build their heads in `__init__`, and implement `loss` and
-    `predict`. Teacher tensors arrive in the batch as `teacher_*` and carry no gradient.
+    Subclasses (`class KD(Method[KDHparams])`) set `name`, `Hparams` and `template_set`, build their heads in
+    `__init__`, and implement `loss` and `predict`. Teacher tensors arrive in the batch as `teacher_*` and carry no
+    gradient.
     """
 
     name: ClassVar[str]
     Hparams: ClassVar[type[Hparams]]
     template_set: ClassVar[str] = "photo"
 
-    def __init__(self, backbone: Backbone, knowledge: TeacherKnowledge, hparams: Hparams, context: Context) -> None:
+    def __init__(self, backbone: Backbone, knowledge: TeacherKnowledge, hparams: H, context: Context) -> None:
         super().__init__()
         self.backbone = backbone
         self.hparams = hparams

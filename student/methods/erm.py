@@ -17,7 +17,7 @@ class ErmHparams(Hparams):
 
 
 @register_method("erm")
-class ERM(Method):
+class ERM(Method[ErmHparams]):
     Hparams = ErmHparams
 
     def __init__(self, backbone, knowledge, hparams, context) -> None:

@@ -30,7 +30,7 @@ class KdHparams(Hparams):
 
 
 @register_method("kd")
-class KD(Method):
+class KD(Method[KdHparams]):
     Hparams = KdHparams
 
     def __init__(self, backbone, knowledge, hparams, context) -> None:

@@ -51,15 +51,16 @@ class RiseHparams(Hparams):
 
 
 @register_method("rise")
-class RISE(Method):
+class RISE(Method[RiseHparams]):
     Hparams = RiseHparams
     template_set = "rise"  # the normalised mean over RISE's seven templates
+    anchors: Tensor  # (C, A, D): "a {anchor} of a {class}" for every class and source anchor, unit rows
 
     def __init__(self, backbone, knowledge, hparams, context) -> None:
         super().__init__(backbone, knowledge, hparams, context)
-        default = PUBLISHED_WEIGHTS.get(context.dataset)
-        if default is None and (hparams.kd_weight is None or hparams.ce_weight is None):
-            default = (0.5, 0.5)
+        published = PUBLISHED_WEIGHTS.get(context.dataset)
+        default = published or (0.5, 0.5)
+        if published is None and (hparams.kd_weight is None or hparams.ce_weight is None):
             log.warning(
                 "RISE publishes no (w_kd, w_ce) for %s; using %s (--set kd_weight=.. ce_weight=..)",
                 context.dataset,

@@ -47,7 +47,7 @@ class ScmdHparams(Hparams):
 
 
 @register_method("scmd")
-class SCMD(Method):
+class SCMD(Method[ScmdHparams]):
     Hparams = ScmdHparams
     template_set = "scmd"  # "this is a photo of a {class}"
 
@@ -85,5 +85,5 @@ class SCMD(Method):
 
     def stages(self) -> list[Stage]:
         rest = [p for n, p in self.named_parameters() if n != "log_scale" and p.requires_grad]
-        groups = [{"params": rest}, {"params": [self.log_scale], "lr": self.hparams.scale_lr}]
+        groups: list[dict] = [{"params": rest}, {"params": [self.log_scale], "lr": self.hparams.scale_lr}]
         return [Stage("train", groups, self.hparams.averaging)]

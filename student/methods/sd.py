@@ -32,7 +32,7 @@ class SdHparams(Hparams):
 
 
 @register_method("sd")
-class SD(Method):
+class SD(Method[SdHparams]):
     Hparams = SdHparams
 
     @staticmethod
