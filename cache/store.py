@@ -150,7 +150,8 @@ def _check_own_folder(path: Path) -> None:
     others = sorted(p.name for p in path.iterdir() if p.name not in _OWN_FILES)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        hint = " (it is vl2v's own source package: run from another folder)" if "store.py" in others else ""
+        ours = path.resolve() == Path(__file__).resolve().parent
+        hint = " (it is vl2v's own source package: run from another folder)" if ours else ""
         raise CacheError(f"{path} holds other files ({shown}) and no cache{hint}; pass --cache a new or empty folder")
 
 

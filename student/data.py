@@ -191,13 +191,19 @@ class LoadedBatch:
 
 def readable_batch(items: list[tuple[torch.Tensor | None, int, int, int]]) -> LoadedBatch:
     """Collate the images that could be read; list the indices of those that could not."""
-    kept = [item for item in items if item[0] is not None]
+    images, kept, unreadable = [], [], []
+    for image, label, i, row in items:
+        if image is None:
+            unreadable.append(i)
+        else:
+            images.append(image)
+            kept.append((label, i, row))
     return LoadedBatch(
-        images=torch.stack([image for image, _, _, _ in kept if image is not None]) if kept else None,
-        labels=torch.tensor([label for _, label, _, _ in kept], dtype=torch.long),
-        indices=torch.tensor([i for _, _, i, _ in kept], dtype=torch.long),
-        views=torch.tensor([row for _, _, _, row in kept], dtype=torch.long),
-        unreadable=[i for image, _, i, _ in items if image is None],
+        images=torch.stack(images) if images else None,
+        labels=torch.tensor([label for label, _, _ in kept], dtype=torch.long),
+        indices=torch.tensor([i for _, i, _ in kept], dtype=torch.long),
+        views=torch.tensor([row for _, _, row in kept], dtype=torch.long),
+        unreadable=unreadable,
     )
 
 
