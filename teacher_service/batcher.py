@@ -20,11 +20,14 @@ class Ticket:
     batcher: DynamicBatcher
     open: bool = True
 
-    def withdraw(self) -> None:
+    def withdraw(self, *, wake: bool = True) -> None:
+        """End the announcement; `wake` a batch that may be waiting for this caller (not needed when items
+        submitted right after wake it)."""
         if self.open:
             self.open = False
             self.batcher._announced -= 1
-            self.batcher._queue.put_nowait(None)  # wakes a batch that may be waiting for this caller
+            if wake:
+                self.batcher._queue.put_nowait(None)
 
 
 @dataclass
@@ -89,7 +92,7 @@ class DynamicBatcher:
         """Encode `items` (each one unbatched tensor); one (D,) row per item, in the same order."""
         loop = asyncio.get_running_loop()
         if ticket is not None:
-            ticket.withdraw()
+            ticket.withdraw(wake=not items)  # the items themselves wake a waiting batch
         pending = [_Pending(item, loop.create_future()) for item in items]
         for p in pending:
             self._queue.put_nowait(p)
