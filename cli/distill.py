@@ -15,11 +15,11 @@ import typer
 from rich.table import Table
 
 from cache.errors import InvalidOption
-from student.config import DistillConfig, TrainConfig, help_of
+from student.config import DistillConfig, TrainConfig, default_of, help_of
 from student.methods import method_names
 
 from .errors import reports_errors, stderr, stdout
-from .options import DEFAULT_CACHE, CacheDir, Device, Json, Seed, Workers, choices, default_of, flag
+from .options import DEFAULT_CACHE, CacheDir, Device, Json, Seed, Workers, choices, flag
 from .progress import TrainingProgress
 
 _TRAIN = TrainConfig()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated, Any, overload
+from typing import Annotated, overload
 
 import typer
 
@@ -42,16 +41,6 @@ Seed = Annotated[int, typer.Option(help=help_of(TrainConfig, "seed"))]
 DEFAULT_CACHE = Path("./cache")
 DEFAULT_DATA = Path("./data")
 DEFAULT_TEACHER = DEFAULT_URL
-
-
-def default_of(config: type, name: str) -> Any:
-    """The default of a config dataclass's field: a command's option shows and uses the library's default."""
-    found = next(f for f in dataclasses.fields(config) if f.name == name)
-    if found.default is not dataclasses.MISSING:
-        return found.default
-    if found.default_factory is not dataclasses.MISSING:
-        return found.default_factory()
-    raise TypeError(f"{config.__name__}.{name} has no default")
 
 
 def one_cache(alias: Path | None, option: Path) -> Path:

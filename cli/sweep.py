@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 
 from cache.errors import InvalidOption
-from student.config import DistillConfig, TrainConfig, help_of
+from student.config import DistillConfig, TrainConfig, default_of, help_of
 from student.methods import method_names
 from student.sweep import SweepConfig
 
 from .errors import reports_errors, say, stdout
-from .options import Device, Json, Seed, Workers, choices, default_of, flag
+from .options import Device, Json, Seed, Workers, choices, flag
 
 _TRAIN = TrainConfig()
 _S = functools.partial(default_of, SweepConfig)

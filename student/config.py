@@ -24,8 +24,21 @@ def documented(help: str, default: Any = MISSING) -> Any:
 
 def help_of(config: type, name: str) -> str:
     """The help text of `config`'s field `name`."""
-    found = next(f for f in dataclasses.fields(config) if f.name == name)
-    return found.metadata["help"]
+    return _field(config, name).metadata["help"]
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of `config`'s field `name`: a command's option shows and uses the library's default."""
+    found = _field(config, name)
+    if found.default is not MISSING:
+        return found.default
+    if found.default_factory is not MISSING:
+        return found.default_factory()
+    raise TypeError(f"{config.__name__}.{name} has no default")
+
+
+def _field(config: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(config) if f.name == name)
 
 
 @dataclass(frozen=True)
