@@ -10,6 +10,7 @@ import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 SUMMARY_FILE = "summary.json"
@@ -62,7 +63,7 @@ class DistillSummary:
     domains: tuple[str, ...]  # every domain of the dataset, in its order
     changed_since_bought: dict = field(default_factory=dict)  # images edited or missing since the query
 
-    @property
+    @cached_property  # (read by the means and by to_json: grouped once)
     def results(self) -> tuple[TargetResult, ...]:
         targets = dict.fromkeys(r.test_domain for r in self.runs)
         return tuple(TargetResult.of(t, [r for r in self.runs if r.test_domain == t]) for t in targets)
