@@ -131,8 +131,8 @@ class SWAD:
             self._final.add(self._pending.pop(0).state)
 
     def averaged(self, model: nn.Module) -> State:
-        if self._final.state is None or self.threshold is None:  # never converged (a short run): as SWAD does,
-            return self._window[-1].state if self._window else snapshot(model)  # the last segment
+        if self._final.state is None or self.threshold is None:  # never converged (a short run)
+            return self._window[-1].state if self._window else snapshot(model)  # the last segment, as SWAD does
         final = _Mean()
         final.state, final.count = {k: v.clone() for k, v in self._final.state.items()}, self._final.count
         for i, segment in enumerate(self._pending):  # the run ended inside the valley: judge what is left
