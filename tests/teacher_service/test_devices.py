@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+import typer
 
 from cli import exit_codes
-from cli.errors import exit_code_for
+from cli.errors import reports_errors
 from teacher_service.devices import resolve_device
 from teacher_service.settings import ConfigError
 
@@ -20,9 +21,16 @@ def test_auto_is_the_gpu_when_there_is_one_and_the_cpu_otherwise(monkeypatch):
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_cuda_where_there_is_none_is_a_user_error_naming_the_device(monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=f"device '{device}' was asked for, but CUDA is not available") as caught:
+    with pytest.raises(ConfigError, match=f"device '{device}' was asked for, but CUDA is not available"):
         resolve_device(device)
-    assert exit_code_for(caught.value) == exit_codes.ERROR, "one red line, not a traceback"
+
+    @reports_errors
+    def command() -> None:
+        resolve_device(device)
+
+    with pytest.raises(typer.Exit) as exited:  # one red line, not a traceback
+        command()
+    assert exited.value.exit_code == exit_codes.ERROR
 
 
 def test_a_misspelt_device_says_what_devices_are():
