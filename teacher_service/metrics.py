@@ -8,6 +8,7 @@ from collections import defaultdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)  # one image's decode or preprocess
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
@@ -68,6 +69,14 @@ class Metrics:
         self.latency = Histogram("vl2v_request_latency_seconds", "request latency", LATENCY_BUCKETS)
         self.batch_size = Histogram("vl2v_batch_size", "items per model call", BATCH_BUCKETS)
         self.batch_seconds = Histogram("vl2v_batch_seconds", "seconds per model call", LATENCY_BUCKETS)
+        self.decode_seconds = Histogram(
+            "vl2v_image_decode_seconds", "seconds per image: base64 and image decoding", STEP_BUCKETS
+        )
+        self.preprocess_seconds = Histogram(
+            "vl2v_image_preprocess_seconds",
+            "seconds per image: the model's resize, crop and normalisation",
+            STEP_BUCKETS,
+        )
 
     def render(self) -> str:
         parts = (
@@ -78,5 +87,7 @@ class Metrics:
             self.latency,
             self.batch_size,
             self.batch_seconds,
+            self.decode_seconds,
+            self.preprocess_seconds,
         )
         return "\n".join(line for part in parts for line in part.render()) + "\n"

@@ -123,6 +123,9 @@ def test_concurrent_requests_are_coalesced_into_model_batches(service, jpeg_byte
     batches = _metric(text, "vl2v_batch_size_count")
     assert batches < len(jpeg_bytes), "eight concurrent single-image requests should share model calls"
     assert _metric(text, "vl2v_images_total") == len(jpeg_bytes)
+    for step in ("decode", "preprocess"):  # where an image's time goes before the model, one observation each
+        assert _metric(text, f"vl2v_image_{step}_seconds_count") == len(jpeg_bytes)
+        assert 0 < _metric(text, f"vl2v_image_{step}_seconds_sum") < _metric(text, "vl2v_request_latency_seconds_sum")
 
 
 def test_metrics_count_requests_errors_and_latency(service, jpeg_bytes):
