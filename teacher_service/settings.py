@@ -154,7 +154,13 @@ class Settings(BaseSettings):
     )
 
     max_batch: int = Field(64, ge=1, description="images (or texts) per model call")
-    batch_wait_ms: float = Field(5.0, ge=0, le=10_000, allow_inf_nan=False, description="ms a batch waits to fill")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        allow_inf_nan=False,
+        description="ms a batch waits to fill with requests not yet admitted (admitted ones: --batch-admit-ms)",
+    )
     batch_admit_ms: float = Field(
         50.0,
         ge=0,
