@@ -22,7 +22,7 @@ CLIENT = Path(__file__).with_name("client.py")
 
 
 @contextlib.contextmanager
-def serve(model: str, max_batch: int) -> Iterator[LocalVendor]:
+def serve(model: str, max_batch: int, *, device: str = "cpu", precision: str = "fp32") -> Iterator[LocalVendor]:
     """The vendor (`python -m teacher_service`, what `vl2v serve` runs) with random weights (speed does not depend
     on their values), no rate limits, one rich key."""
     settings = {
@@ -32,7 +32,8 @@ def serve(model: str, max_batch: int) -> Iterator[LocalVendor]:
         "model": model,
         "pretrained": "",
         "allow_random_weights": True,
-        "device": "cpu",
+        "device": device,
+        "precision": precision,
         "max_batch": max_batch,
         "log_level": "warning",
     }

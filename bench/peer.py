@@ -33,8 +33,9 @@ from pathlib import Path
 import open_clip
 import requests
 from harness import PACS_MINI, ROOT, load, serve
-from service import raw_throughput
+from service import preprocessed, raw_throughput
 
+from teacher_service.encoder import ClipEncoder
 from teacher_service.local import free_port
 
 
@@ -95,7 +96,9 @@ def main() -> None:
                     for u in picked]  # fmt: skip
         return [{"model": "clip", "encoding_format": "base64", "modality": "image", "input": [u]} for u in picked]
 
-    raw = raw_throughput("ViT-B-32", images, args.batch, args.seconds)
+    encoder = ClipEncoder.load("ViT-B-32", None, device="cpu", allow_random=True)
+    raw = raw_throughput(encoder, preprocessed(encoder, images[: args.batch]), args.seconds)
+    del encoder
     rows = []
     model_dir = peer_model(args.peer_venv, args.peer_model)
     with (
