@@ -1,13 +1,17 @@
 """Training throughput with the real loader over the same step on synthetic in-memory tensors, in one run.
 
     python bench/train.py --student resnet18 --image-size 224 --workers 2 --steps 8 [--views 4]
+    python bench/train.py --student resnet50 --device cuda --amp --workers 8 --steps 20   # where a GPU is lent
 
 The cache is bought from a `vl2v serve` subprocess (the tiny architecture, random weights: the embeddings'
 values do not change speed). Both timings run the same ADiP step (forward, loss, backward, Adam) on the same
 student; "real" reads 32 JPEGs per source domain per step through `student.data.train_loader` (decode,
 RandomResizedCrop, flip, ColorJitter, grayscale, normalise; with `--views K`, the replay of one of K cached views
-of each image instead) with cached teacher embeddings, "synthetic" reuses one batch already in memory. Prints one
-JSON object.
+of each image instead) with cached teacher embeddings, "synthetic" reuses one batch already in memory. On
+`--device cuda` the step runs as the trainer runs it (images normalised on the device, channels-last, `--amp`:
+the trainer's autocast and loss scaling). Where the real loop's time goes: `loader_wait_share` is the share of
+its wall time spent waiting for the next batch (decode and augmentation not hidden behind the step), the rest is
+the step itself (transfer, forward, loss, backward, optimiser). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from student.knowledge import TeacherKnowledge
 from student.methods import get_method
 from student.methods.base import Context
 from student.models import timm_student
+from student.trainer import mixed_precision
+from teacher_service.devices import resolve_device
 
 
 def build(args, cache_dir: Path):
@@ -42,19 +48,38 @@ def build(args, cache_dir: Path):
     backbone = timm_student(args.student, pretrained=False, weights=None, image_size=args.image_size)
     cls = get_method("adip")
     method = cls(backbone, knowledge, cls.Hparams(), Context("pacs", (), len(dataset.classes)))
+    method.to(args.device)
     stage = method.stages()[1]  # the distill stage: the whole backbone trains
     optimizer = torch.optim.Adam(stage.param_groups, lr=5e-5)
-    return knowledge, splits, method, optimizer
+    return knowledge, splits, method, Step(method, optimizer, args.device, args.amp)
 
 
-def step(method, optimizer, images, labels, teacher) -> None:
-    loss = method.loss({"images": images, "labels": labels, "teacher_image": teacher})["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+class Step:
+    """One ADiP training step the way the trainer takes it: to the device, normalised, channels-last, autocast."""
+
+    def __init__(self, method, optimizer, device: torch.device, amp: bool) -> None:
+        self.method, self.optimizer, self.device = method, optimizer, device
+        self.scaler, self.autocast = mixed_precision(device, amp)
+        self.normalize = Normalize()
+
+    def __call__(self, images, labels, teacher) -> None:
+        images = self.normalize(images.to(self.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+        batch = {"images": images, "labels": labels.to(self.device), "teacher_image": teacher.to(self.device)}
+        with self.autocast():
+            loss = self.method.loss(batch)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def finish(self) -> None:
+        """Wait for the device: a CUDA step returns before its kernels have run."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
-def real(args, knowledge, splits, method, optimizer) -> float:
+def real(args, knowledge, splits, method, step) -> tuple[float, float]:
+    """(images/s, share of the wall time spent waiting for the loader) with the real loader."""
     transform = train_transform(args.image_size)
     loader, flat = train_loader(
         PACS_MINI,
@@ -68,29 +93,37 @@ def real(args, knowledge, splits, method, optimizer) -> float:
         replay=Replay(knowledge.view_params, args.image_size),
     )
     rows = torch.tensor([knowledge.index[s.key] for s in flat])
-    normalize = Normalize()
     method.train()
-    done, started = 0, None
-    for i, loaded in enumerate(loader):
+    done, waited, started = 0, 0.0, time.perf_counter()
+    batches = iter(loader)
+    for i in range(args.warmup + args.steps):
         if i == args.warmup:
-            started = time.perf_counter()
-        images = normalize(loaded.images)
+            step.finish()
+            done, waited, started = 0, 0.0, time.perf_counter()
+        asked = time.perf_counter()
+        loaded = next(batches)
+        waited += time.perf_counter() - asked
         teacher = torch.where(loaded.views >= 0, loaded.views, rows[loaded.indices])
-        step(method, optimizer, images, loaded.labels, knowledge.image_embeddings[teacher])
-        done += len(loaded.indices) if i >= args.warmup else 0
-    return done / (time.perf_counter() - started)
+        step(loaded.images, loaded.labels, knowledge.image_embeddings[teacher])
+        done += len(loaded.indices)
+    step.finish()
+    elapsed = time.perf_counter() - started
+    return done / elapsed, waited / elapsed
 
 
-def synthetic(args, knowledge, splits, method, optimizer) -> float:
-    images = torch.randn(96, 3, args.image_size, args.image_size)
+def synthetic(args, knowledge, splits, method, step) -> float:
+    # uint8, as the loader gives them: both halves normalise on the device inside the step
+    images = torch.randint(0, 256, (96, 3, args.image_size, args.image_size), dtype=torch.uint8)
     labels = torch.randint(0, 7, (96,))
     teacher = knowledge.image_embeddings[:96]
     method.train()
     for _ in range(args.warmup):
-        step(method, optimizer, images, labels, teacher)
+        step(images, labels, teacher)
+    step.finish()
     started = time.perf_counter()
     for _ in range(args.steps):
-        step(method, optimizer, images, labels, teacher)
+        step(images, labels, teacher)
+    step.finish()
     return 96 * args.steps / (time.perf_counter() - started)
 
 
@@ -102,18 +135,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--views", type=int, default=0, help="buy K views of each image and replay them")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="the trainer's mixed precision (CUDA only)")
     args = parser.parse_args()
+    args.device = resolve_device(args.device)
     cache_dir = Path(tempfile.mkdtemp()) / "cache"
     with serve("vl2v-tiny", 64) as service:
         config = QueryConfig(dataset="pacs", data_dir=PACS_MINI, cache_dir=cache_dir, views=args.views)
         run_query(config, TeacherClient(service.url, KEY))
     parts = build(args, cache_dir)
     synthetic_rate = synthetic(args, *parts)
-    real_rate = real(args, *parts)
+    real_rate, loader_wait_share = real(args, *parts)
     print(
         json.dumps(
             {
                 "student": args.student,
+                "device": str(args.device),
+                "amp": args.amp and args.device.type == "cuda",
                 "image_size": args.image_size,
                 "workers": args.workers,
                 "views": args.views,
@@ -123,6 +161,7 @@ def main() -> None:
                 "synthetic_images_per_s": synthetic_rate,
                 "real_images_per_s": real_rate,
                 "ratio": real_rate / synthetic_rate,
+                "loader_wait_share": loader_wait_share,
             },
             indent=2,
         )

@@ -265,12 +265,8 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
 
-    def _amp(self):
-        if self.device.type != "cuda" or not self.config.amp:
-            return torch.amp.GradScaler("cpu", enabled=False), contextlib.nullcontext
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-        return scaler, lambda: torch.autocast("cuda", dtype=dtype)
+    def _amp(self) -> tuple[torch.amp.GradScaler, Callable[[], contextlib.AbstractContextManager]]:
+        return mixed_precision(self.device, self.config.amp)
 
     def _seed(self, stage_index: int) -> int:
         return self.config.seed * 100 + stage_index
@@ -399,6 +395,18 @@ class EvaluationSet:
                 kept = kept if size <= EVAL_CACHE_BYTES else None
             yield loaded
         self._kept = kept
+
+
+def mixed_precision(
+    device: torch.device, enabled: bool
+) -> tuple[torch.amp.GradScaler, Callable[[], contextlib.AbstractContextManager]]:
+    """(loss scaler, autocast context) for training on `device`: bf16 autocast where the GPU has bf16, fp16 with
+    loss scaling where it does not; both no-ops on the CPU or when not `enabled`."""
+    if device.type != "cuda" or not enabled:
+        return torch.amp.GradScaler("cpu", enabled=False), contextlib.nullcontext
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return scaler, lambda: torch.autocast("cuda", dtype=dtype)
 
 
 def _embedding_rows(index: dict[str, int], samples: list[Sample]) -> Tensor:
