@@ -34,9 +34,15 @@ from harness import PACS_MINI, hammer, serve
 from PIL import Image
 
 from teacher_service.encoder import ClipEncoder
+from teacher_service.local import LocalVendor
 
-SERVICE_WORK = ("batch_size_count", "batch_size_sum", "batch_seconds_sum")
-SERVICE_WORK += ("image_decode_seconds_sum", "image_preprocess_seconds_sum")
+SERVICE_WORK = (  # from /metrics, without the vl2v_ prefix
+    "batch_size_count",
+    "batch_size_sum",
+    "batch_seconds_sum",
+    "image_decode_seconds_sum",
+    "image_preprocess_seconds_sum",
+)
 
 
 def service_work(url: str) -> dict[str, float]:
@@ -60,7 +66,10 @@ def preprocessed(encoder: ClipEncoder, images: list[Path]) -> torch.Tensor:
     return torch.stack([encoder.preprocess_image(Image.open(p).convert("RGB")) for p in images])
 
 
-def measure_round(args: argparse.Namespace, encoder: ClipEncoder, pixels: torch.Tensor, service, images) -> dict:
+def measure_round(
+    args: argparse.Namespace, encoder: ClipEncoder, pixels: torch.Tensor, service: LocalVendor, images: list[Path]
+) -> dict:
+    """Raw at `--batch`, the service under load, raw at the batch size the service ran: one round."""
     raw = raw_throughput(encoder, pixels, args.seconds)
     before = service_work(service.url)
     served = hammer(service, args.model, images, args.clients, args.per_request, args.seconds)
