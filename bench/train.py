@@ -34,7 +34,7 @@ from student.knowledge import TeacherKnowledge
 from student.methods import get_method
 from student.methods.base import Context
 from student.models import timm_student
-from student.trainer import mixed_precision
+from student.trainer import mixed_precision, model_input
 from teacher_service.devices import resolve_device
 
 
@@ -48,7 +48,7 @@ def build(args, cache_dir: Path):
     backbone = timm_student(args.student, pretrained=False, weights=None, image_size=args.image_size)
     cls = get_method("adip")
     method = cls(backbone, knowledge, cls.Hparams(), Context("pacs", (), len(dataset.classes)))
-    method.to(args.device)
+    method.to(args.device).to(memory_format=torch.channels_last)  # as the trainer keeps it
     stage = method.stages()[1]  # the distill stage: the whole backbone trains
     optimizer = torch.optim.Adam(stage.param_groups, lr=5e-5)
     return knowledge, splits, method, Step(method, optimizer, args.device, args.amp)
@@ -60,10 +60,10 @@ class Step:
     def __init__(self, method, optimizer, device: torch.device, amp: bool) -> None:
         self.method, self.optimizer, self.device = method, optimizer, device
         self.scaler, self.autocast = mixed_precision(device, amp)
-        self.normalize = Normalize()
+        self.normalize = Normalize(method.backbone.mean, method.backbone.std)
 
     def __call__(self, images, labels, teacher) -> None:
-        images = self.normalize(images.to(self.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+        images = model_input(images, self.normalize, self.device)
         batch = {"images": images, "labels": labels.to(self.device), "teacher_image": teacher.to(self.device)}
         with self.autocast():
             loss = self.method.loss(batch)["loss"]

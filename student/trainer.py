@@ -239,10 +239,8 @@ class Trainer:
 
     def _batch(self, images: Tensor, labels: Tensor, rows: Tensor, step: int) -> dict[str, Tensor]:
         non_blocking = self.device.type == "cuda"
-        images = self.normalize(images.to(self.device, non_blocking=non_blocking))
-        images = images.contiguous(memory_format=torch.channels_last)
         return {
-            "images": images,
+            "images": model_input(images, self.normalize, self.device),
             "labels": labels.to(self.device, non_blocking=non_blocking),
             # Teacher tensors: looked up in memory, never part of the graph.
             "teacher_image": self.knowledge.image_embeddings[rows].to(self.device).detach(),
@@ -291,7 +289,7 @@ class Trainer:
             self._report("evaluating", evaluated=(done, total))
             if loaded.images is None:
                 continue
-            images = self.normalize(loaded.images.to(self.device)).contiguous(memory_format=torch.channels_last)
+            images = model_input(loaded.images, self.normalize, self.device)
             labels = loaded.labels.to(self.device)
             with autocast():
                 logits = self.method.predict(images).float()
@@ -395,6 +393,13 @@ class EvaluationSet:
                 kept = kept if size <= EVAL_CACHE_BYTES else None
             yield loaded
         self._kept = kept
+
+
+def model_input(images: Tensor, normalize: Normalize, device: torch.device) -> Tensor:
+    """A loader's uint8 images as the student takes them: on `device`, normalised there, channels-last (the
+    trainer keeps the student channels-last too)."""
+    images = images.to(device, non_blocking=device.type == "cuda")
+    return normalize(images).contiguous(memory_format=torch.channels_last)
 
 
 def mixed_precision(
