@@ -322,14 +322,24 @@ class BillingStore:
         return match
 
     def balance(self, account: Account) -> int:
-        with self.db.transaction() as cursor:
-            return cursor.execute("SELECT balance FROM keys WHERE id = ?", (account.id,))[0][0]
+        return self.db.execute("SELECT balance FROM keys WHERE id = ?", (account.id,))[0][0]
+
+    def standing(self, account: Account, idempotency_key: str | None) -> tuple[int, bool]:
+        """The balance, and whether a completed answer is stored under `idempotency_key` (a retry of it will be a
+        free replay): one read."""
+        if idempotency_key is None:
+            return self.balance(account), False
+        balance, stored = self.db.execute(
+            f"SELECT balance, EXISTS (SELECT 1 FROM idempotency WHERE key_id = keys.id AND idempotency_key = ? "
+            f"AND state = '{DONE}' AND created_at >= {self.db.clock} - ?) FROM keys WHERE id = ?",
+            (idempotency_key, self.idempotency_ttl_s, account.id),
+        )[0]
+        return balance, bool(stored)
 
     def usage(self, account: Account) -> UsageTotals:
-        with self.db.transaction() as cursor:
-            row = cursor.execute(
-                "SELECT balance, spent, images, texts, tokens, requests FROM keys WHERE id = ?", (account.id,)
-            )[0]
+        row = self.db.execute(
+            "SELECT balance, spent, images, texts, tokens, requests FROM keys WHERE id = ?", (account.id,)
+        )[0]
         return UsageTotals(*row)
 
     def ledger(self, account: Account | None = None) -> list[dict]:
@@ -339,8 +349,7 @@ class BillingStore:
         args: tuple = ()
         if account is not None:
             query, args = query + " WHERE l.key_id = ?", (account.id,)
-        with self.db.transaction() as cursor:
-            rows = cursor.execute(query + " ORDER BY l.id", args)
+        rows = self.db.execute(query + " ORDER BY l.id", args)
         return [dict(zip([*names, "key_name"], row, strict=True)) for row in rows]
 
     # -- idempotency ------------------------------------------------------------------------------------------
@@ -354,21 +363,21 @@ class BillingStore:
             IdempotencyConflict: a request with this key is in flight, here or on another replica.
             BillingUnavailable: the database is gone.
         """
-        self.check_present()
         key = (account.id, idempotency_key)
+        clock = self.db.clock
+        insert = (
+            "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, state, "
+            f"owner, locked_until) VALUES (?, ?, ?, 0, '{{}}', ?, {clock}, '{IN_FLIGHT}', ?, {clock} + ?) "
+            "ON CONFLICT (key_id, idempotency_key) DO NOTHING RETURNING 1",
+            (*key, body_hash, b"", owner, self.idempotency_lock_s),
+        )
+        if self.db.execute(*insert):  # a new key, the common case: one statement
+            return None
         with self.db.transaction() as cursor:
             now = self.db.now(cursor)
             # The row that stopped the insert may be gone by the time it is read (its request failed and released
             # the key): then the insert is tried again.
             while True:
-                taken = cursor.execute(
-                    "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, "
-                    f"state, owner, locked_until) VALUES (?, ?, ?, 0, '{{}}', ?, ?, '{IN_FLIGHT}', ?, ?) "
-                    "ON CONFLICT (key_id, idempotency_key) DO NOTHING RETURNING 1",
-                    (*key, body_hash, b"", now, owner, now + self.idempotency_lock_s),
-                )
-                if taken:
-                    return None
                 found = cursor.execute(
                     "SELECT state, body_hash, status, headers, body, created_at, locked_until FROM idempotency "
                     "WHERE key_id = ? AND idempotency_key = ?" + self.db.for_update,
@@ -376,6 +385,8 @@ class BillingStore:
                 )
                 if found:
                     break
+                if cursor.execute(*insert):
+                    return None
             state, stored_hash, status, headers, body, created_at, locked_until = found[0]
             completed = state == DONE and created_at >= now - self.idempotency_ttl_s
             if not completed and state == IN_FLIGHT and locked_until > now:
@@ -398,17 +409,6 @@ class BillingStore:
     def shared_buckets(self) -> DatabaseBuckets | None:
         """Rate-limit buckets in the database, when other replicas share it (None: keep them in memory)."""
         return DatabaseBuckets(self.db) if self.db.shared else None
-
-    def has_response(self, account: Account, idempotency_key: str) -> bool:
-        """Whether a completed answer is stored under this key (a retry of it will be a free replay)."""
-        with self.db.transaction() as cursor:
-            return bool(
-                cursor.execute(
-                    f"SELECT 1 FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND state = '{DONE}' "
-                    "AND created_at >= ?",
-                    (account.id, idempotency_key, self.db.now(cursor) - self.idempotency_ttl_s),
-                )
-            )
 
     def release(self, account: Account, idempotency_key: str, owner: str) -> None:
         """Give up `owner`'s claim on a key (its request failed before charging): the key is free again."""
@@ -436,7 +436,6 @@ class BillingStore:
             InsufficientQuota: the balance does not cover the cost; nothing is written.
             BillingUnavailable: the database is gone, replaced or unreachable; nothing is written.
         """
-        self.check_present()
         with self.db.transaction() as cursor:
             now = self.db.now(cursor)
             if idempotency is not None:

@@ -1,10 +1,11 @@
 """Where the books are kept: an SQLite file (the embedded default) or a PostgreSQL database (replicas sharing one
 ledger), behind one small interface, so the billing logic is written once.
 
-SQL is written with `?` placeholders and SQLite's type names; the PostgreSQL adapter translates both. Every
-statement of the billing runs inside `transaction()`: SQLite's is `BEGIN IMMEDIATE` (one writer at a time, across
+SQL is written with `?` placeholders and SQLite's type names; the PostgreSQL adapter translates both. Work of
+several statements runs inside `transaction()`: SQLite's is `BEGIN IMMEDIATE` (one writer at a time, across
 processes), PostgreSQL's is READ COMMITTED with the row locks the statements take (`FOR UPDATE`, conditional
-updates), so concurrent replicas never both spend the same balance.
+updates), so concurrent replicas never both spend the same balance. A single statement, atomic by itself, runs
+through `execute()` without a transaction around it: no BEGIN and COMMIT to wait for, and no write lock for a read.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ class Database(Protocol):
 
     for_update: str  # the row-locking suffix of a SELECT that is about to be updated ("" where locks are coarser)
     shared: bool  # whether other processes (replicas) write to it too
+    clock: str  # SQL for the time `now` reads, for a statement that stamps its own rows
 
     def transaction(self, *, exclusive: bool = False) -> contextlib.AbstractContextManager[Cursor]:
         """A transaction; `exclusive` ones run one at a time across every process (schema and key changes)."""
+        ...
+
+    def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """One statement on its own: a read sees the last committed state, a write is committed when it returns."""
         ...
 
     def now(self, cursor: Cursor) -> float:
@@ -69,6 +75,7 @@ class SqliteDatabase:
 
     for_update = ""  # BEGIN IMMEDIATE already holds the only write lock
     shared = False
+    clock = "((julianday('now') - 2440587.5) * 86400.0)"  # the system clock, as time.time() reads it
 
     def __init__(self, path: Path, *, create: bool) -> None:
         if not path.exists():
@@ -93,6 +100,7 @@ class SqliteDatabase:
     @contextlib.contextmanager
     def transaction(self, *, exclusive: bool = False) -> Iterator[_SqliteCursor]:
         with self._lock:
+            self.check_present()  # never write into a file that is no longer the ledger
             self._db.execute("BEGIN IMMEDIATE")  # the one write lock, across processes: always exclusive
             try:
                 yield _SqliteCursor(self._db)
@@ -100,6 +108,11 @@ class SqliteDatabase:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            self.check_present()
+            return self._db.execute(sql, args).fetchall()  # autocommit (isolation_level=None)
 
     def now(self, cursor: Cursor) -> float:
         return time.time()
@@ -142,6 +155,7 @@ class PostgresDatabase:
 
     for_update = " FOR UPDATE"
     shared = True
+    clock = "EXTRACT(EPOCH FROM clock_timestamp())"
     _EXCLUSIVE = 0x766C3276  # the advisory lock that serialises schema and key changes across replicas
 
     def __init__(self, url: str, *, create: bool) -> None:
@@ -167,23 +181,34 @@ class PostgresDatabase:
             log.warning("creating the billing tables in %s", _redacted(url))
 
     def _connect(self):
-        return self._psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+        # Autocommit: a statement on its own commits by itself; transaction() sends BEGIN and COMMIT around its block.
+        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
 
     @contextlib.contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[_PostgresCursor]:
+    def _cursor(self) -> Iterator:
+        """This process's connection, reopened if the server restarted or the network dropped it, held alone."""
         with self._lock:
             try:
-                if self._db.closed or self._db.broken:  # the server restarted, or the network dropped us
+                if self._db.closed or self._db.broken:
                     self._db = self._connect()
-                with self._db.transaction(), self._db.cursor() as cursor:
-                    if exclusive:
-                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._EXCLUSIVE,))
-                    yield _PostgresCursor(cursor)
+                with self._db.cursor() as cursor:
+                    yield cursor
             except self._psycopg.OperationalError as e:
                 raise BillingUnavailable(f"the billing database cannot be reached: {_first_line(e)}") from None
 
+    @contextlib.contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[_PostgresCursor]:
+        with self._cursor() as cursor, cursor.connection.transaction():
+            if exclusive:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._EXCLUSIVE,))
+            yield _PostgresCursor(cursor)
+
+    def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._cursor() as cursor:
+            return _PostgresCursor(cursor).execute(sql, args)
+
     def now(self, cursor: Cursor) -> float:
-        return float(cursor.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())")[0][0])
+        return float(cursor.execute(f"SELECT {self.clock}")[0][0])
 
     def create_schema(self, ddl: str) -> None:
         with self.transaction(exclusive=True) as cursor:
@@ -192,8 +217,7 @@ class PostgresDatabase:
 
     def check_present(self) -> None:
         """The database answers (a dropped connection or database is a 503, not a charge into nowhere)."""
-        with self.transaction() as cursor:
-            cursor.execute("SELECT 1")
+        self.execute("SELECT 1")
 
     def close(self) -> None:
         self._db.close()

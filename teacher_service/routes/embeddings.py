@@ -66,13 +66,14 @@ async def create_embeddings(
     idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER, max_length=255)] = None,
 ) -> Response:
     """Embed texts and images; L2-normalised vectors in input order. Charged only when it succeeds."""
-    # These checks are a stat() and two indexed reads: done inline, since every hop to a thread is a wait for the
+    # These checks are a stat() and one indexed read: done inline, since every hop to a thread is a wait for the
     # GIL when another request's large body is being parsed.
     store = state.store
     store.check_present()
     headers = state.limiter.check(account.id, images=0)  # every request counts, replays included
-    if idempotency_key is None or not store.has_response(account, idempotency_key):
-        check_affordable(_cheapest_charge(state), store.balance(account))
+    balance, replay = store.standing(account, idempotency_key)
+    if not replay:
+        check_affordable(_cheapest_charge(state), balance)
     await state.faults.before_work()
     body = await _parse(request, state)
     # From here on the request may bring images: the next image batch waits for them (up to --batch-admit-ms), so
@@ -96,8 +97,9 @@ async def create_embeddings(
             return await _embed_and_charge(
                 body, texts, images, request, state, account, teacher, headers, ticket, (idempotency_key, body_hash)
             )
-        finally:  # a charged key is no longer in flight, so this only frees the key of a request that failed
+        except BaseException:  # failed or cancelled before charging: the key is free again (a charge completes it)
             store.release(account, idempotency_key, owner)
+            raise
 
 
 def _replay(stored: StoredResponse, body: EmbeddingRequest, headers: dict[str, str]) -> Response:
