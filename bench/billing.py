@@ -5,11 +5,11 @@ bare durable commits per second on the same database, in one run.
     python bench/billing.py --requests 500 --database-url postgresql://postgres@127.0.0.1:5432/bench
 
 Each keyed request makes the calls `POST /v1/embeddings` makes when it succeeds, in its order: the presence check,
-the can-it-pay check (a replay is free), the claim of the idempotency key, the exact-price check, and the charge
-with its ledger row and replay record. The floor is one durable write per request: a transaction of one INSERT on
-the same database. The SQLite file lives in a temp folder (or `--dir`); a PostgreSQL URL is used as given (fsync as
-its server has it), in a new table each run. Prints one JSON object per database: ms per call, requests/s, and the
-ratio.
+the request-rate check, the can-it-pay check (a replay is free), the claim of the idempotency key, the image-rate
+check, the exact-price check, and the charge with its ledger row and replay record. The floor is one durable write
+per request: a transaction of one INSERT on the same database. The SQLite file lives in a temp folder (or `--dir`);
+a PostgreSQL URL is used as given (fsync as its server has it), in a new table each run. Prints one JSON object per
+database: ms per call, requests/s, and the ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from teacher_service.billing import BillingStore, Charge, StoredResponse
 from teacher_service.ledger_db import Database, connect
+from teacher_service.ratelimit import RateLimiter
 from teacher_service.settings import ApiKey
 
 ANSWER = b"x" * 2_900  # one 512-d embedding as JSON, about the size a single-image answer stores for replay
@@ -44,6 +45,9 @@ def keyed_requests(store: BillingStore, n: int) -> tuple[float, dict[str, float]
         yield
         spent[call] += time.perf_counter() - started
 
+    # The service's limits, in the buckets the service would use (the database's, where replicas share it); high
+    # enough that none refuses, so each check does its full work.
+    limiter = RateLimiter(10**9, 10**9, buckets=store.shared_buckets())
     answer = StoredResponse(200, {}, ANSWER)
     charge = Charge(images=1, texts=0, tokens=0, cost=100)
     started = time.perf_counter()
@@ -51,10 +55,14 @@ def keyed_requests(store: BillingStore, n: int) -> tuple[float, dict[str, float]
         key = uuid.uuid4().hex
         with timed("present"):
             store.check_present()
+        with timed("rate_requests"):
+            limiter.check(account.id, images=0)
         with timed("can_pay"):
             store.standing(account, key)
         with timed("claim"):
             store.claim(account, key, "digest", "bench")
+        with timed("rate_images"):
+            limiter.check(account.id, 1, requests=0)
         with timed("price"):
             store.balance(account)
         with timed("charge"):
