@@ -412,12 +412,10 @@ class BillingStore:
 
     def release(self, account: Account, idempotency_key: str, owner: str) -> None:
         """Give up `owner`'s claim on a key (its request failed before charging): the key is free again."""
-        with self.db.transaction() as cursor:
-            cursor.execute(
-                f"DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND state = '{IN_FLIGHT}' "
-                "AND owner = ?",
-                (account.id, idempotency_key, owner),
-            )
+        self.db.execute(
+            f"DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND state = '{IN_FLIGHT}' AND owner = ?",
+            (account.id, idempotency_key, owner),
+        )
 
     # -- charging ---------------------------------------------------------------------------------------------
 
@@ -502,27 +500,40 @@ class DatabaseBuckets:
 
     @contextlib.contextmanager
     def hold(self, account_id: int, capacities: dict[str, float]) -> Iterator[dict[str, Bucket]]:
-        with self.db.transaction() as cursor:
-            now = self.db.now(cursor)
+        # Two statements whatever the number of units (four for a key's first check), in a transaction that need
+        # not wait for the disk: a database crash may forget the last moments of spending, which only makes a limit
+        # briefly looser.
+        units, clock = list(capacities), self.db.clock
+        which = f"key_id = ? AND unit IN ({', '.join('?' * len(units))})"
+        select = f"SELECT unit, tokens, updated, {clock} FROM rate WHERE {which} ORDER BY unit" + self.db.for_update
+        with self.db.transaction(durable=False) as cursor:
+            rows = cursor.execute(select, (account_id, *units))
+            if len(rows) < len(units):  # new buckets start full
+                cursor.execute(
+                    "INSERT INTO rate (key_id, unit, tokens, updated) VALUES "
+                    + ", ".join(f"(?, ?, ?, {clock})" for _ in units)
+                    + " ON CONFLICT (key_id, unit) DO NOTHING",
+                    tuple(value for unit in units for value in (account_id, unit, capacities[unit])),
+                )
+                rows = cursor.execute(select, (account_id, *units))
+            now = rows[0][3]
+            stored = {unit: (tokens, updated) for unit, tokens, updated, _ in rows}
             held = {}
             for unit, capacity in capacities.items():
-                cursor.execute(
-                    "INSERT INTO rate (key_id, unit, tokens, updated) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (key_id, unit) DO NOTHING",
-                    (account_id, unit, capacity, now),
-                )
-                tokens, updated = cursor.execute(
-                    "SELECT tokens, updated FROM rate WHERE key_id = ? AND unit = ?" + self.db.for_update,
-                    (account_id, unit),
-                )[0]
+                tokens, updated = stored[unit]
                 held[unit] = Bucket(capacity, min(tokens, capacity), min(updated, now))
                 held[unit].refill(now)
             yield held
-            for unit, bucket in held.items():
-                cursor.execute(
-                    "UPDATE rate SET tokens = ?, updated = ? WHERE key_id = ? AND unit = ?",
-                    (bucket.tokens, bucket.updated, account_id, unit),
-                )
+            cases = " ".join("WHEN ? THEN ?" for _ in units)
+            cursor.execute(
+                f"UPDATE rate SET tokens = CASE unit {cases} END, updated = CASE unit {cases} END WHERE {which}",
+                (
+                    *(value for unit in units for value in (unit, held[unit].tokens)),
+                    *(value for unit in units for value in (unit, held[unit].updated)),
+                    account_id,
+                    *units,
+                ),
+            )
 
 
 def _quota_message(cost: int, balance: int) -> str:

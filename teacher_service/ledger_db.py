@@ -41,8 +41,12 @@ class Database(Protocol):
     shared: bool  # whether other processes (replicas) write to it too
     clock: str  # SQL for the time `now` reads, for a statement that stamps its own rows
 
-    def transaction(self, *, exclusive: bool = False) -> contextlib.AbstractContextManager[Cursor]:
-        """A transaction; `exclusive` ones run one at a time across every process (schema and key changes)."""
+    def transaction(
+        self, *, exclusive: bool = False, durable: bool = True
+    ) -> contextlib.AbstractContextManager[Cursor]:
+        """A transaction; `exclusive` ones run one at a time across every process (schema and key changes). One
+        that is not `durable` may be acknowledged before it is on disk: a crash of the database server can lose
+        its last such commits, never a durable one (for state that may be lost, like rate-limit buckets)."""
         ...
 
     def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -98,7 +102,7 @@ class SqliteDatabase:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[_SqliteCursor]:
+    def transaction(self, *, exclusive: bool = False, durable: bool = True) -> Iterator[_SqliteCursor]:
         with self._lock:
             self.check_present()  # never write into a file that is no longer the ledger
             self._db.execute("BEGIN IMMEDIATE")  # the one write lock, across processes: always exclusive
@@ -155,7 +159,7 @@ class PostgresDatabase:
 
     for_update = " FOR UPDATE"
     shared = True
-    clock = "EXTRACT(EPOCH FROM clock_timestamp())"
+    clock = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
     _EXCLUSIVE = 0x766C3276  # the advisory lock that serialises schema and key changes across replicas
 
     def __init__(self, url: str, *, create: bool) -> None:
@@ -197,10 +201,12 @@ class PostgresDatabase:
                 raise BillingUnavailable(f"the billing database cannot be reached: {_first_line(e)}") from None
 
     @contextlib.contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[_PostgresCursor]:
+    def transaction(self, *, exclusive: bool = False, durable: bool = True) -> Iterator[_PostgresCursor]:
         with self._cursor() as cursor, cursor.connection.transaction():
             if exclusive:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._EXCLUSIVE,))
+            if not durable:  # the commit does not wait for the WAL flush
+                cursor.execute("SET LOCAL synchronous_commit = off")
             yield _PostgresCursor(cursor)
 
     def execute(self, sql: str, args: tuple = ()) -> list[tuple]:
