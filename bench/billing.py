@@ -29,7 +29,7 @@ from teacher_service.ledger_db import Database, connect
 from teacher_service.ratelimit import RateLimiter
 from teacher_service.settings import ApiKey
 
-ANSWER = b"x" * 2_900  # one 512-d embedding as JSON, about the size a single-image answer stores for replay
+ANSWER = b"x" * 2_900  # a single-image answer's size, as stored for replay: one 512-d embedding in base64
 
 
 def keyed_requests(store: BillingStore, n: int) -> tuple[float, dict[str, float]]:
@@ -45,8 +45,8 @@ def keyed_requests(store: BillingStore, n: int) -> tuple[float, dict[str, float]
         yield
         spent[call] += time.perf_counter() - started
 
-    # The service's limits, in the buckets the service would use (the database's, where replicas share it); high
-    # enough that none refuses, so each check does its full work.
+    # Rate limits in the buckets the service would use (the database's, where replicas share it), so high that
+    # none refuses: each check does its full work.
     limiter = RateLimiter(10**9, 10**9, buckets=store.shared_buckets())
     answer = StoredResponse(200, {}, ANSWER)
     charge = Charge(images=1, texts=0, tokens=0, cost=100)
