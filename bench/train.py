@@ -34,7 +34,7 @@ from student.knowledge import TeacherKnowledge
 from student.methods import get_method
 from student.methods.base import Context
 from student.models import timm_student
-from student.trainer import mixed_precision, model_input
+from student.trainer import embedding_rows, mixed_precision, model_input
 from teacher_service.devices import resolve_device
 
 
@@ -92,7 +92,7 @@ def real(args, knowledge, splits, method, step) -> tuple[float, float]:
         workers=args.workers,
         replay=Replay(knowledge.view_params, args.image_size),
     )
-    rows = torch.tensor([knowledge.index[s.key] for s in flat])
+    rows = embedding_rows(knowledge.index, flat)
     method.train()
     done, waited, started = 0, 0.0, time.perf_counter()
     batches = iter(loader)

@@ -160,7 +160,7 @@ class Trainer:
             replay=Replay(self.knowledge.view_params, self.method.backbone.image_size),
             share=self.ranks.share,
         )
-        rows = _embedding_rows(self.knowledge.index, flat)
+        rows = embedding_rows(self.knowledge.index, flat)
         scaler, autocast = self._amp()
         started, seen = time.perf_counter(), 0
         losses: dict[str, float] = {}
@@ -414,7 +414,7 @@ def mixed_precision(
     return scaler, lambda: torch.autocast("cuda", dtype=dtype)
 
 
-def _embedding_rows(index: dict[str, int], samples: list[Sample]) -> Tensor:
+def embedding_rows(index: dict[str, int], samples: list[Sample]) -> Tensor:
     """Each training sample's row in the cached embeddings (a split trains only on images the cache holds)."""
     rows = []
     for s in samples:
