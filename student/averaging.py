@@ -7,7 +7,7 @@ the live model when the average is applied.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,6 +38,12 @@ class _Mean:
             for k, v in state.items():
                 self.state[k] += (v - self.state[k]) * (weight / (self.count + weight))
         self.count += weight
+
+    def state_dict(self) -> dict:
+        return {"state": self.state, "count": self.count}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.state, self.count = saved["state"], saved["count"]
 
 
 def apply_average(model: nn.Module, state: State) -> None:
@@ -70,10 +76,10 @@ class SMA:
         return {"averaging": "sma", "averaged_steps": self._mean.count, "start_step": self.start_step}
 
     def state_dict(self) -> dict:
-        return {"state": self._mean.state, "count": self._mean.count}
+        return self._mean.state_dict()
 
     def load_state_dict(self, saved: dict) -> None:
-        self._mean.state, self._mean.count = saved["state"], saved["count"]
+        self._mean.load_state_dict(saved)
 
 
 @dataclass
@@ -151,14 +157,23 @@ class SWAD:
         }
 
     def state_dict(self) -> dict:
+        """Tensors and plain values only (a resume checkpoint stores data, never objects)."""
         return {
-            k: getattr(self, k)
-            for k in ("_segment", "_window", "_pending", "_final", "converge_step", "threshold", "dead")
+            "segment": self._segment.state_dict(),
+            "window": [asdict(s) for s in self._window],
+            "pending": [asdict(s) for s in self._pending],
+            "final": self._final.state_dict(),
+            "converge_step": self.converge_step,
+            "threshold": self.threshold,
+            "dead": self.dead,
         }
 
     def load_state_dict(self, saved: dict) -> None:
-        for k, v in saved.items():
-            setattr(self, k, v)
+        self._segment.load_state_dict(saved["segment"])
+        self._window = deque((_Segment(**s) for s in saved["window"]), maxlen=self.n_converge)
+        self._pending = [_Segment(**s) for s in saved["pending"]]
+        self._final.load_state_dict(saved["final"])
+        self.converge_step, self.threshold, self.dead = saved["converge_step"], saved["threshold"], saved["dead"]
 
 
 class NoAveraging:

@@ -28,10 +28,12 @@ from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, t
 from .distributed import SINGLE, Ranks
 from .knowledge import TeacherKnowledge
 from .methods.base import Method, Stage
+from .state_file import StateFileError, load_state, save_state
 
 log = logging.getLogger("vl2v.distill")
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
+PICKLED_CHECKPOINT = "checkpoint.pt"  # before vl2v stored training state as data
 EVAL_CACHE_BYTES = 2 << 30  # decoded evaluation images kept in memory (uint8) up to this size
 RESULTS = "results.jsonl"
 
@@ -117,10 +119,9 @@ class Trainer:
         if self.ranks.leader:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ranks.barrier()
-        if resume and (self.run_dir / CHECKPOINT).is_file():
-            saved = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-            self.method.load_state_dict(saved["model"])
-            self._weights_changed()
+        if resume:
+            saved = self._resume_state()
+        if saved is not None:
             start_stage, start_step = saved["stage"], saved["step"]
             if self.ranks.leader:
                 _truncate(self.run_dir / RESULTS, saved["records"])
@@ -136,6 +137,30 @@ class Trainer:
             return None
         return self._record("final", self.config.steps * len(stages), {}, final=True)
 
+    def _resume_state(self) -> dict | None:
+        """The last checkpoint, loaded into the model: None when the run never reached one.
+
+        Raises:
+            StateFileError: the checkpoint is truncated, tampered with, from another version of vl2v, or for
+                another model; one line naming the file.
+        """
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file():
+            if (self.run_dir / PICKLED_CHECKPOINT).is_file():
+                raise StateFileError(
+                    self.run_dir / PICKLED_CHECKPOINT,
+                    "a checkpoint of an older vl2v, stored as a pickle, which vl2v does not load (unpickling a file "
+                    "can run any code in it); start this run again with --overwrite",
+                )
+            return None
+        saved = load_state(path)
+        with _foreign_state(path):
+            self.method.load_state_dict(saved["model"])
+            if not all(isinstance(saved[k], int) for k in ("stage", "step", "records")):
+                raise TypeError("stage, step and records must be integers")
+        self._weights_changed()
+        return saved
+
     def _run_stage(self, index: int, stage: Stage, start: int, saved: dict | None) -> None:
         trainable = {id(p) for group in stage.param_groups for p in group["params"]}
         for p in self.method.parameters():
@@ -144,9 +169,10 @@ class Trainer:
         averaging = averager(stage.averaging, self.method.hparams)
         best: tuple[float, State | None] = (-math.inf, None)
         if saved is not None:
-            optimizer.load_state_dict(saved["optimizer"])
-            averaging.load_state_dict(saved["averager"])
-            best = saved["best"]
+            with _foreign_state(self.run_dir / CHECKPOINT):
+                optimizer.load_state_dict(saved["optimizer"])
+                averaging.load_state_dict(saved["averager"])
+                best = saved["best"]
         train_sets = self.splits.train_sets()
         loader, flat = train_loader(
             self.root,
@@ -357,9 +383,7 @@ class Trainer:
             "averager": averager.state_dict() if averager else None,
             "best": best,
         }
-        partial = self.run_dir / (CHECKPOINT + ".part")
-        torch.save(state, partial)
-        partial.replace(self.run_dir / CHECKPOINT)  # atomic: a kill never leaves half a checkpoint
+        save_state(state, self.run_dir / CHECKPOINT)
 
 
 class EvaluationSet:
@@ -422,6 +446,16 @@ def embedding_rows(index: dict[str, int], samples: list[Sample]) -> Tensor:
             raise RuntimeError(f"{s.path} was drawn for training but has no cached embedding")
         rows.append(index[s.key])
     return torch.tensor(rows)
+
+
+@contextlib.contextmanager
+def _foreign_state(path: Path) -> Iterator[None]:
+    """A checkpoint whose contents do not fit this run (another model, method or optimizer) as one line."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: other tensor names or shapes
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StateFileError(path, f"not a checkpoint of this run ({type(e).__name__}: {reason[:200]})") from None
 
 
 def _truncate(path: Path, lines: int) -> None:

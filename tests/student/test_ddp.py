@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 
-import torch
-
+from student.state_file import StateFileError, load_state
 from student.trainer import CHECKPOINT
 
 from ..conftest import wait_until
@@ -91,8 +90,8 @@ def test_a_killed_torchrun_resumes_to_the_same_result(pacs_cache, tmp_path):
 
     def mid_stage_two() -> bool:
         try:
-            state = torch.load(checkpoint, weights_only=False)
-        except (OSError, RuntimeError, EOFError):
+            state = load_state(checkpoint)
+        except StateFileError:
             return False
         return state["stage"] == 1 and state["step"] >= 2
 

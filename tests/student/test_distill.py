@@ -21,6 +21,7 @@ from student.checkpoint import load_student
 from student.config import DistillConfig, TrainConfig
 from student.methods import method_names
 from student.run import distill
+from student.state_file import StateFileError, load_state
 from student.trainer import CHECKPOINT
 
 from ..conftest import TINY, wait_until
@@ -236,8 +237,8 @@ def test_a_run_killed_mid_way_resumes_to_the_same_result(pacs_cache, tmp_path):
         if not checkpoint.exists():
             return False
         try:  # the file is replaced atomically, but it may vanish between exists() and load()
-            state = torch.load(checkpoint, weights_only=False)
-        except (OSError, RuntimeError, EOFError):
+            state = load_state(checkpoint)
+        except StateFileError:
             return False
         return state["stage"] == 1 and state["step"] >= 2
 
