@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
-from .ledger_db import BillingMissing, Database, connect
+from .ledger_db import BillingMissing, Cursor, Database, connect
 from .ratelimit import Bucket
 from .settings import ApiKey, ConfigError, Settings
 
@@ -389,6 +389,10 @@ class BillingStore:
                     return None
             state, stored_hash, status, headers, body, created_at, locked_until = found[0]
             completed = state == DONE and created_at >= now - self.idempotency_ttl_s
+            if state == IN_FLIGHT and stored_hash != body_hash:
+                # Whether its lock has run out or not, the claim's request may still charge: taking the key over
+                # with another body would replay that request's answer for this one.
+                raise _reused_key()
             if not completed and state == IN_FLIGHT and locked_until > now:
                 raise IdempotencyConflict(
                     "a request with this Idempotency-Key is still in progress; retry later", param="Idempotency-Key"
@@ -401,9 +405,7 @@ class BillingStore:
                 )
                 return None
         if stored_hash != body_hash:
-            raise IdempotencyMismatch(
-                "this Idempotency-Key was already used with a different request body", param="Idempotency-Key"
-            )
+            raise _reused_key()
         return StoredResponse(status=status, headers=json.loads(headers), body=bytes(body))
 
     def shared_buckets(self) -> DatabaseBuckets | None:
@@ -430,22 +432,22 @@ class BillingStore:
     ) -> Charged:
         """Debit `charge.cost`, write its ledger row and (with a key) the replayable response, atomically.
 
+        With a key, the key's row is locked first, whatever its state, so two requests that both computed it
+        (one took the key over when the other's claim ran out) charge one after the other: the second finds the
+        first's answer and replays it free, or, had its body been another, is refused with nothing charged.
+
         Raises:
             InsufficientQuota: the balance does not cover the cost; nothing is written.
+            IdempotencyMismatch: another request body completed this key first; nothing is written.
             BillingUnavailable: the database is gone, replaced or unreachable; nothing is written.
         """
         with self.db.transaction() as cursor:
             now = self.db.now(cursor)
             if idempotency is not None:
-                done = cursor.execute(
-                    "SELECT status, headers, body FROM idempotency WHERE key_id = ? AND idempotency_key = ? "
-                    f"AND state = '{DONE}' AND created_at >= ?" + self.db.for_update,
-                    (account.id, idempotency[0], now - self.idempotency_ttl_s),
-                )
-                if done:  # another replica finished this key while this one computed it: it is paid for
-                    status, headers, body = done[0]
+                done = self._lock_key(cursor, account, idempotency, now)
+                if done is not None:  # another replica finished this key while this one computed it: it is paid for
                     balance = cursor.execute("SELECT balance FROM keys WHERE id = ?", (account.id,))[0][0]
-                    return Charged(balance, StoredResponse(status, json.loads(headers), bytes(body)))
+                    return Charged(balance, done)
             left = cursor.execute(
                 "UPDATE keys SET balance = balance - ?, spent = spent + ?, images = images + ?, "
                 "texts = texts + ?, tokens = tokens + ?, requests = requests + 1 WHERE id = ? AND balance >= ? "
@@ -489,6 +491,43 @@ class BillingStore:
                     ),
                 )
             return Charged(left[0][0])
+
+
+    def _lock_key(
+        self, cursor: Cursor, account: Account, idempotency: tuple[str, str], now: float
+    ) -> StoredResponse | None:
+        """Hold the key's row until the transaction ends (a row is made if none is left, so that there is one to
+        wait on); the answer stored under it if a request with this body already completed it.
+
+        On PostgreSQL a locking read that filtered on the row's state would not wait for a replica that is about to
+        complete it (its snapshot still shows the claim): it must lock the row as it is, then read what it became.
+        """
+        key = (account.id, idempotency[0])
+        select = (
+            "SELECT state, body_hash, status, headers, body, created_at FROM idempotency "
+            "WHERE key_id = ? AND idempotency_key = ?" + self.db.for_update
+        )
+        found = cursor.execute(select, key)
+        if not found:
+            cursor.execute(
+                "INSERT INTO idempotency (key_id, idempotency_key, body_hash, status, headers, body, created_at, "
+                f"state, owner, locked_until) VALUES (?, ?, ?, 0, '{{}}', ?, ?, '{IN_FLIGHT}', NULL, ?) "
+                "ON CONFLICT (key_id, idempotency_key) DO NOTHING",
+                (*key, idempotency[1], b"", now, now + self.idempotency_lock_s),
+            )
+            found = cursor.execute(select, key)
+        state, body_hash, status, headers, body, created_at = found[0]
+        if state != DONE or created_at < now - self.idempotency_ttl_s:
+            return None
+        if body_hash != idempotency[1]:
+            raise _reused_key()
+        return StoredResponse(status, json.loads(headers), bytes(body))
+
+
+def _reused_key() -> IdempotencyMismatch:
+    return IdempotencyMismatch(
+        "this Idempotency-Key was already used with a different request body", param="Idempotency-Key"
+    )
 
 
 class DatabaseBuckets:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -143,3 +144,58 @@ def test_the_openai_sdk_gets_text_embeddings(service):
         assert e.status_code == 401 and e.code == "invalid_api_key"
     else:
         raise AssertionError("a wrong key must raise AuthenticationError")
+
+
+def test_an_expired_claim_is_never_taken_over_by_another_body(make_settings, jpeg_bytes):
+    """A key whose claim ran out while its request still computes: the same body may take it over (and then
+    replays the first one's answer), another body is 422 before and after the first one charges."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_factory(settings):
+        encoder = load_encoder(settings)
+        encode = encoder.encode_images
+
+        def held(pixels):
+            started.set()
+            release.wait(20)
+            return encode(pixels)
+
+        encoder.encode_images = held
+        return encoder
+
+    first_body, other_body = [image(jpeg_bytes[0])], [image(jpeg_bytes[1])]
+    with (
+        run_service(make_settings(idempotency_lock_s=0.3), slow_factory) as service,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        first = pool.submit(post, service, first_body, "slow-1")
+        assert started.wait(20)
+        time.sleep(0.5)  # the first request's claim has run out; it is still computing
+        assert_error(post(service, other_body, "slow-1"), 422, "idempotency_key_reused", "Idempotency-Key")
+        release.set()
+        paid = first.result()
+        assert paid.status_code == 200 and "Idempotent-Replayed" not in paid.headers
+        assert_error(post(service, other_body, "slow-1"), 422, "idempotency_key_reused", "Idempotency-Key")
+        replay = post(service, first_body, "slow-1")
+        assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == paid.content
+        ledger = service.state.store.ledger()
+    assert len(ledger) == 1 and ledger[0]["images"] == 1
+
+
+def test_a_charge_for_another_body_under_a_completed_key_is_refused_and_free(make_settings, jpeg_bytes):
+    """The store itself: a request that computed a key another body completed first pays nothing, gets 422."""
+    from teacher_service.billing import Charge, StoredResponse
+    from teacher_service.errors import IdempotencyMismatch
+
+    with run_service(make_settings()) as service:
+        store = service.state.store
+        account = next(a for a in store._accounts.values() if a.name == "alice")
+        before = store.balance(account)
+        answer = StoredResponse(200, {}, b"{}")
+        charge = Charge(images=1, texts=0, tokens=0, cost=100_000)
+        store.charge(account, "req-1", charge, idempotency=("k", "body-a"), response=answer)
+        with pytest.raises(IdempotencyMismatch):
+            store.charge(account, "req-2", charge, idempotency=("k", "body-b"), response=answer)
+        replayed = store.charge(account, "req-3", charge, idempotency=("k", "body-a"), response=answer)
+        assert replayed.replay == answer
+        assert store.balance(account) == before - 100_000 and len(store.ledger(account)) == 1
