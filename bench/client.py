@@ -1,12 +1,13 @@
 """One load-generating client: posts one request body again and again over a kept-alive connection.
 
-    python bench/client.py URL BODY_FILE START_AT SECONDS [HEADER_JSON]
+    python bench/client.py URL BODY_FILE START_AT SECONDS [HEADERS_FILE]
 
 Waits until `START_AT` (a `time.time()` value; one warm-up request before it), then posts the body as soon as each
 answer has arrived, sending no new request after `START_AT + SECONDS`. Prints one JSON object: the latency of every
 request and when the last answer arrived. Run as its own process, one per client (`harness.load`), and written on
 `http.client` with the request bytes built once, so that the clients neither share a GIL nor spend more time per
-request than the server they measure.
+request than the server they measure. The headers (with the API key) come in a file, never on the command
+line, where any user of the machine could read them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def post_forever(url: str, body: bytes, headers: dict[str, str], start_at: float
 
 def main() -> None:
     url, body_file, start_at, seconds = sys.argv[1:5]
-    headers = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+    headers = json.loads(Path(sys.argv[5]).read_text()) if len(sys.argv) > 5 else {}
     result = post_forever(url, Path(body_file).read_bytes(), headers, float(start_at), float(seconds))
     print(json.dumps(result))
 

@@ -70,10 +70,13 @@ def load(endpoint: str, headers: dict[str, str], bodies: list[dict], per_request
         for i, body in enumerate(bodies):
             files.append(Path(folder) / f"body{i}.json")
             files[-1].write_bytes(json.dumps(body).encode())
+        secret = Path(folder) / "headers.json"  # the key: in a file only this user reads, not in argv
+        secret.touch(mode=0o600)
+        secret.write_text(json.dumps(headers))
         start_at = time.time() + 2.0 + 0.1 * len(bodies)  # every client started and warmed up by then
         clients = [
             subprocess.Popen(
-                [sys.executable, str(CLIENT), endpoint, str(f), str(start_at), str(seconds), json.dumps(headers)],
+                [sys.executable, str(CLIENT), endpoint, str(f), str(start_at), str(seconds), str(secret)],
                 stdout=subprocess.PIPE,
                 text=True,
             )

@@ -611,5 +611,6 @@ def open_billing(settings: Settings) -> BillingStore:
         raise
     except Exception as e:  # sqlite3.Error, psycopg.Error: the database refused a write
         db.close()
-        raise ConfigError(f"cannot write the billing database {db}: {e}") from None
+        message = db.scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise ConfigError(f"cannot write the billing database {db}: {message}") from None
     return store

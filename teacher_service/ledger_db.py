@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from . import database_url
 from .errors import BillingUnavailable
 from .settings import ConfigError
 
@@ -60,6 +61,10 @@ class Database(Protocol):
     def create_schema(self, ddl: str) -> None: ...
 
     def check_present(self) -> None: ...
+
+    def scrub(self, text: str) -> str:
+        """`text` (a driver's error) without any secret of the connection: safe to log or show."""
+        ...
 
     def close(self) -> None: ...
 
@@ -137,6 +142,9 @@ class SqliteDatabase:
         with self._lock:
             self._db.close()
 
+    def scrub(self, text: str) -> str:
+        return text  # a file path holds no secret
+
     def __str__(self) -> str:
         return str(self.path)
 
@@ -172,21 +180,27 @@ class PostgresDatabase:
         self._psycopg = psycopg
         self.url = url
         self._lock = threading.Lock()
+        if database_url.parts(url) is None:  # the driver's own message would quote pieces of the string
+            raise ConfigError(f"cannot use the billing database: {database_url.describe(url)}")
         try:
             self._db = self._connect()
             with self.transaction() as cursor:
                 exists = cursor.execute("SELECT to_regclass('keys') IS NOT NULL")[0][0]
         except (psycopg.Error, BillingUnavailable) as e:
-            raise ConfigError(f"cannot connect to the billing database {_redacted(url)}: {_first_line(e)}") from None
+            raise ConfigError(f"cannot connect to the billing database {self}: {self.scrub(_first_line(e))}") from None
         if not exists and not create:
             self.close()
-            raise BillingMissing(_redacted(url))
+            raise BillingMissing(self)
         if not exists:
-            log.warning("creating the billing tables in %s", _redacted(url))
+            log.warning("creating the billing tables in %s", self)
 
     def _connect(self):
         # Autocommit: a statement on its own commits by itself; transaction() sends BEGIN and COMMIT around its block.
-        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        return self._psycopg.connect(database_url.normalized(self.url), autocommit=True, connect_timeout=10)
+
+    def scrub(self, text: str) -> str:
+        """`text` without the connection string's password, in any form."""
+        return database_url.scrub(text, self.url)
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator:
@@ -198,7 +212,9 @@ class PostgresDatabase:
                 with self._db.cursor() as cursor:
                     yield cursor
             except self._psycopg.OperationalError as e:
-                raise BillingUnavailable(f"the billing database cannot be reached: {_first_line(e)}") from None
+                raise BillingUnavailable(
+                    f"the billing database cannot be reached: {self.scrub(_first_line(e))}"
+                ) from None
 
     @contextlib.contextmanager
     def transaction(self, *, exclusive: bool = False, durable: bool = True) -> Iterator[_PostgresCursor]:
@@ -229,7 +245,7 @@ class PostgresDatabase:
         self._db.close()
 
     def __str__(self) -> str:
-        return _redacted(self.url)
+        return database_url.describe(self.url)
 
 
 class BillingMissing(ConfigError):
@@ -247,11 +263,14 @@ def connect(url: str | None, sqlite_path: Path, *, create: bool) -> Database:
     """The database `url` names (postgresql://...), or the SQLite file at `sqlite_path` when it names none."""
     if not url:
         return SqliteDatabase(sqlite_path, create=create)
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(url, create=create)
     if url.startswith("sqlite:///"):
         return SqliteDatabase(Path(url[len("sqlite:///") :]), create=create)
-    raise ConfigError(f"database URL {_redacted(url)!r}: expected postgresql://... or sqlite:///PATH")
+    if database_url.is_postgres(url):
+        return PostgresDatabase(url, create=create)
+    raise ConfigError(
+        "the database URL is not one vl2v reads (not shown: it may hold a password): expected postgresql://..., "
+        "libpq's keyword=value pairs, or sqlite:///PATH"
+    )
 
 
 _TYPES = [(r"\bINTEGER PRIMARY KEY\b", "BIGSERIAL PRIMARY KEY"), (r"\bINTEGER\b", "BIGINT"),
@@ -275,11 +294,6 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _first_line(error: Exception) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -105,11 +106,11 @@ def test_one_bad_image_header_fails_the_request_before_any_image_is_decoded(guar
 
 
 _ATTACKER = """
-import sys, requests
+import os, sys, requests
 url, path = sys.argv[1:]
 body = open(path, "rb").read()
 session = requests.Session()
-session.headers.update({"Authorization": "Bearer sk-mallory", "Content-Type": "application/json"})
+session.headers.update({"Authorization": "Bearer " + os.environ["VL2V_API_KEY"], "Content-Type": "application/json"})
 while True:
     print(session.post(url + "/v1/embeddings", data=body, timeout=120).status_code, flush=True)
 """
@@ -147,7 +148,10 @@ def test_one_hostile_client_cannot_delay_another_keys_one_image_request(make_set
             body.write_text(json.dumps({"model": "vl2v-tiny", "input": inputs}))
             attackers.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", _ATTACKER, service.url, str(body)], stdout=subprocess.PIPE, text=True
+                    [sys.executable, "-c", _ATTACKER, service.url, str(body)],
+                    env={**os.environ, "VL2V_API_KEY": "sk-mallory"},
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
             )
         try:
