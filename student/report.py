@@ -2,27 +2,78 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from .results import DemoResult, DistillSummary
+from .run import read_described, result_settings
+
+# What tells one trial of a run from another: pooled over, they are the trials of one cell.
+TRIAL_SEEDS = {"train.seed", "first_trial", "trials", "test_domains"}
 
 
 def collect(runs: list[Path]) -> dict:
-    """{method: {target: [ood_acc per trial]}} and the ID accuracies, from each run's summary.json."""
-    table: dict[str, dict[str, list[float]]] = {}
-    ids: dict[str, list[float]] = {}
+    """{row: {target: [ood_acc per trial]}}, the ID accuracies, and what was set aside, from each run folder's
+    summary.json and config.json.
+
+    A trial counts once however often its run is named or copied: two trials with the same settings, target and
+    trial seed are one trial (the first named is kept, the others listed under "duplicates"). Runs of one method
+    whose settings differ in anything but the trial seed (student, steps, image size, views, hyper-parameters,
+    teacher, cache) are rows of their own, labelled by what differs, never pooled into one cell.
+    """
+    trials: dict[tuple, str] = {}
+    duplicates: list[str] = []
+    kept: list[tuple[str, dict[str, object], str, float, float]] = []  # method, settings, target, ood, id
     domains: list[str] = []
     for run in runs:
         summary = DistillSummary.read(run)
+        # A summary without its config.json (written by hand, or by another tool) is told apart by its student only.
+        described = read_described(run) if (run / "config.json").exists() else {"config": {"student": summary.student}}
+        settings = {k: v for k, v in result_settings(described).items() if k not in TRIAL_SEEDS}
+        signature = json.dumps(settings, sort_keys=True, default=str)
+        base_seed = described.get("config", {}).get("train", {}).get("seed", 0)
         for r in summary.runs:
-            table.setdefault(summary.method, {}).setdefault(r.test_domain, []).append(r.ood_acc)
-            ids.setdefault(summary.method, []).append(r.id_acc)
+            identity = (summary.method, signature, r.test_domain, r.trial, base_seed + r.trial)
+            where = f"{run}: {r.test_domain} trial {r.trial}"
+            if identity in trials:
+                duplicates.append(f"{where} is the same trial as {trials[identity]}")
+                continue
+            trials[identity] = where
+            kept.append((summary.method, settings, r.test_domain, r.ood_acc, r.id_acc))
             if r.test_domain not in domains:
                 domains.append(r.test_domain)
-    return {"table": table, "id": ids, "domains": domains}
+    labels = _row_labels([(method, settings) for method, settings, *_ in kept])
+    table: dict[str, dict[str, list[float]]] = {}
+    ids: dict[str, list[float]] = {}
+    for (_, _, target, ood, id_acc), label in zip(kept, labels, strict=True):
+        table.setdefault(label, {}).setdefault(target, []).append(ood)
+        ids.setdefault(label, []).append(id_acc)
+    return {"table": table, "id": ids, "domains": domains, "duplicates": duplicates}
+
+
+def _row_labels(rows: list[tuple[str, dict[str, object]]]) -> list[str]:
+    """Each row's method, and where one method was run with several settings, the settings that tell them apart
+    ("erm (train.steps=4)")."""
+    variants: dict[str, list[dict[str, object]]] = {}
+    for method, settings in rows:
+        if settings not in variants.setdefault(method, []):
+            variants[method].append(settings)
+    labels = []
+    for method, settings in rows:
+        if len(variants[method]) == 1:
+            labels.append(method)
+            continue
+        keys = sorted({k for v in variants[method] for k in v if any(v.get(k) != w.get(k) for w in variants[method])})
+        labels.append(f"{method} ({', '.join(f'{k}={_short(settings.get(k))}' for k in keys[:3])})")
+    return labels
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cell(values: list[float]) -> str:
@@ -52,9 +103,12 @@ def markdown(collected: dict) -> str:
     text = (
         "\n".join(lines) + "\n\nOOD: accuracy (%) on the whole target domain; mean ± standard error over trials (n).\n"
     )
-    return text + "".join(
-        f"[{i}] {note}; the means of the rows are not comparable.\n" for i, note in enumerate(notes, 1)
-    )
+    text += "".join(f"[{i}] {note}; the means of the rows are not comparable.\n" for i, note in enumerate(notes, 1))
+    if collected.get("duplicates"):
+        text += "\nCounted once (a run named twice, or a copy of one):\n" + "".join(
+            f"- {line}\n" for line in collected["duplicates"]
+        )
+    return text
 
 
 def chart(collected: dict, path: Path) -> None:

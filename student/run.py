@@ -112,7 +112,7 @@ def _claim_out(config: DistillConfig, described: dict) -> None:
         if not recorded.is_file():
             raise RunFolderError(f"--out {out} exists and is not a vl2v run folder; choose another --out")
         if config.resume:
-            differences = _differences(json.loads(recorded.read_text()), described)
+            differences = _differences(read_described(out), described)
             if differences:
                 raise RunFolderError(
                     f"--resume: {out} was started with other settings ({'; '.join(differences[:4])}); resume it "
@@ -129,18 +129,39 @@ def _claim_out(config: DistillConfig, described: dict) -> None:
     (out / "config.json").write_text(json.dumps(described, indent=2))
 
 
+def result_settings(described: dict) -> dict[str, object]:
+    """Everything in a run's `config.json` that changes what it computes, flat ("train.steps": 4): its settings
+    (less those that only change how fast it goes), its hyper-parameters, its teacher and the cache it read."""
+    flat = {k: v for k, v in _flatten(described.get("config", {})).items() if k not in _RESUMABLE_CHANGES}
+    return flat | {part: described.get(part) for part in ("hparams", "teacher", "cached_images")}
+
+
+def read_described(run: Path) -> dict:
+    """A run folder's `config.json`, as `_describe` wrote it.
+
+    Raises:
+        RunFolderError: it is missing or not JSON (one line naming the file).
+    """
+    path = run / "config.json"
+    try:
+        described = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} not found: {run} is not a vl2v run folder") from None
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} cannot be read ({type(e).__name__}): is {run} a vl2v run folder?") from None
+    if not isinstance(described, dict):
+        raise RunFolderError(f"{path} is not a vl2v run configuration")
+    return described
+
+
 def _differences(before: dict, now: dict) -> list[str]:
     """'key: old -> new' for every setting that changes what the run computes."""
-    flat_before, flat_now = _flatten(before.get("config", {})), _flatten(now.get("config", {}))
-    changed = [
-        f"{key}: {flat_before.get(key)!r} -> {flat_now.get(key)!r}"
+    flat_before, flat_now = result_settings(before), result_settings(now)
+    return [
+        f"{key}: {flat_before.get(key)!r} -> {flat_now.get(key)!r}"[:200]
         for key in sorted(set(flat_before) | set(flat_now))
-        if key not in _RESUMABLE_CHANGES and flat_before.get(key) != flat_now.get(key)
+        if flat_before.get(key) != flat_now.get(key)
     ]
-    for part in ("hparams", "teacher", "cached_images"):
-        if before.get(part) != now.get(part):
-            changed.append(f"{part}: {before.get(part)!r} -> {now.get(part)!r}"[:200])
-    return changed
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
