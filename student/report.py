@@ -9,7 +9,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .results import DemoResult, DistillSummary
-from .run import read_described, result_settings
+from .run import read_described
+from .run import result_settings as settings_of
 
 # What tells one trial of a run from another: pooled over, they are the trials of one cell.
 TRIAL_SEEDS = {"train.seed", "first_trial", "trials", "test_domains"}
@@ -31,10 +32,13 @@ def collect(runs: list[Path]) -> dict:
     for run in runs:
         summary = DistillSummary.read(run)
         # A summary without its config.json (written by hand, or by another tool) is told apart by its student only.
-        described = read_described(run) if (run / "config.json").exists() else {"config": {"student": summary.student}}
-        settings = {k: v for k, v in result_settings(described).items() if k not in TRIAL_SEEDS}
+        described: dict = (
+            read_described(run) if (run / "config.json").exists() else {"config": {"student": summary.student}}
+        )
+        settings = {k: v for k, v in settings_of(described).items() if k not in TRIAL_SEEDS}
         signature = json.dumps(settings, sort_keys=True, default=str)
-        base_seed = described.get("config", {}).get("train", {}).get("seed", 0)
+        seed = settings_of(described).get("train.seed")
+        base_seed = seed if isinstance(seed, int) else 0
         for r in summary.runs:
             identity = (summary.method, signature, r.test_domain, r.trial, base_seed + r.trial)
             where = f"{run}: {r.test_domain} trial {r.trial}"

@@ -492,7 +492,6 @@ class BillingStore:
                 )
             return Charged(left[0][0])
 
-
     def _lock_key(
         self, cursor: Cursor, account: Account, idempotency: tuple[str, str], now: float
     ) -> StoredResponse | None:
