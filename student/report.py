@@ -9,8 +9,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .results import DemoResult, DistillSummary
-from .run import read_described
-from .run import result_settings as settings_of
 
 # What tells one trial of a run from another: pooled over, they are the trials of one cell.
 TRIAL_SEEDS = {"train.seed", "first_trial", "trials", "test_domains"}
@@ -25,6 +23,9 @@ def collect(runs: list[Path]) -> dict:
     whose settings differ in anything but the trial seed (student, steps, image size, views, hyper-parameters,
     teacher, cache) are rows of their own, labelled by what differs, never pooled into one cell.
     """
+    from .run import read_described  # torch comes with it: not at import, so `vl2v --help` stays fast
+    from .run import result_settings as settings_of
+
     trials: dict[tuple, str] = {}
     duplicates: list[str] = []
     kept: list[tuple[str, dict[str, object], str, float, float]] = []  # method, settings, target, ood, id
