@@ -57,10 +57,10 @@ def test_keys_are_scoped_to_the_api_key(make_settings):
         assert other.status_code == 200 and "Idempotent-Replayed" not in other.headers
 
 
-def test_a_key_still_in_flight_is_409(make_settings, jpeg_bytes):
-    started, release = threading.Event(), threading.Event()
+def held_encoder(started: threading.Event, release: threading.Event):
+    """The real tiny teacher, whose image batches say they started and then wait for `release`."""
 
-    def slow_factory(settings):
+    def factory(settings):
         encoder = load_encoder(settings)
         encode = encoder.encode_images
 
@@ -71,6 +71,14 @@ def test_a_key_still_in_flight_is_409(make_settings, jpeg_bytes):
 
         encoder.encode_images = held
         return encoder
+
+    return factory
+
+
+def test_a_key_still_in_flight_is_409(make_settings, jpeg_bytes):
+    started, release = threading.Event(), threading.Event()
+
+    slow_factory = held_encoder(started, release)
 
     with (
         run_service(make_settings(), slow_factory) as service,
@@ -151,17 +159,7 @@ def test_an_expired_claim_is_never_taken_over_by_another_body(make_settings, jpe
     replays the first one's answer), another body is 422 before and after the first one charges."""
     started, release = threading.Event(), threading.Event()
 
-    def slow_factory(settings):
-        encoder = load_encoder(settings)
-        encode = encoder.encode_images
-
-        def held(pixels):
-            started.set()
-            release.wait(20)
-            return encode(pixels)
-
-        encoder.encode_images = held
-        return encoder
+    slow_factory = held_encoder(started, release)
 
     first_body, other_body = [image(jpeg_bytes[0])], [image(jpeg_bytes[1])]
     with (
