@@ -72,7 +72,7 @@ def test_two_processes_train_as_one_on_the_same_global_batch_and_write_one_set_o
     written = sorted(p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*") if p.is_file())
     assert written == [
         "config.json",
-        "sketch/trial_0/checkpoint.pt",
+        "sketch/trial_0/checkpoint.safetensors",
         "sketch/trial_0/model.safetensors",
         "sketch/trial_0/results.jsonl",
         "summary.json",
