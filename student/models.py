@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from torch import nn
 from cache.errors import InvalidOption
 from teacher_service.weights import create_clip, embedding_dim_of, image_size_of
 
-from .weights import WeightsError, offline_weights_for, packaged
+from . import hub
+from .weights import DEFAULT_PACKAGE, PACKAGED, PYPI, WeightsError, offline_weights_for, packaged
 
 
 class StudentError(InvalidOption):
@@ -50,14 +52,21 @@ def timm_student(name: str, *, pretrained: bool, weights: str | Path | None, ima
         raise StudentError(f"unknown timm model {name!r}" + (f"; did you mean {close}?" if close else ""))
     # Any: timm's models carry `num_features` and `pretrained_cfg`, which nn.Module's type does not know.
     model: Any
+    from_hub = pretrained and weights is None
+    hub.log_once()
+    offline = hub.unreachable() if from_hub else None
     try:
-        model = timm.create_model(name, pretrained=pretrained and weights is None, num_classes=0)
+        with hub.local_cache_only() if offline else contextlib.nullcontext():
+            model = timm.create_model(name, pretrained=from_hub, num_classes=0)
     except Exception as e:  # the hub is unreachable, or the model has no pretrained weights
-        offline = offline_weights_for(name)
-        hint = f"--student-weights {offline} (offline, installed with vl2v)" if offline else "--student-weights FILE"
+        why = (
+            f"the model hub is unreachable ({offline}) and they are not in its local cache"
+            if offline
+            else (f"{type(e).__name__}: {e}")
+        )
         raise StudentError(
-            f"could not fetch pretrained weights for {name!r} ({type(e).__name__}: {e}); pass {hint}, or "
-            "--no-pretrained to start from random weights"
+            f"could not fetch ImageNet weights for {name!r} ({why}); pass {_offline_hint(name)}, "
+            "or --no-pretrained to start from random weights"
         ) from None
     if weights is not None:
         _load_weights(model, name, str(weights))
@@ -68,6 +77,18 @@ def timm_student(name: str, *, pretrained: bool, weights: str | Path | None, ima
         config.get("mean", IMAGENET_DEFAULT_MEAN),
         config.get("std", IMAGENET_DEFAULT_STD),
         image_size,
+    )
+
+
+def _offline_hint(name: str) -> str:
+    """How to get ImageNet weights for `name` without the hub, or the student that vl2v installs them for."""
+    offline = offline_weights_for(name)
+    if offline:
+        return f"--student-weights {offline} (installed with vl2v)"
+    installed = PACKAGED[DEFAULT_PACKAGE]
+    return (
+        f"--student-weights FILE, or use the ImageNet student installed with vl2v: --student "
+        f"{installed.architecture} --student-weights {PYPI}{installed.distribution}"
     )
 
 

