@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import requests
 
@@ -69,14 +70,27 @@ def download_dataset(
         raise DatasetError(f"{name} has no public archive to download. Source: {spec.source if spec else '-'}")
     data_dir = Path(data_dir).expanduser()
     staging = data_dir / ".vl2v-download"
-    staging.mkdir(parents=True, exist_ok=True)
     target = data_dir / spec.folder
-    for archive in spec.archives:
-        url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
-        path = _fetch(url, staging / archive.filename, archive, on_progress, timeout, limits)
-        _unpack(path, staging / "unpacked", target, archive, spec.domains, limits)
-        path.unlink()
-    shutil.rmtree(staging, ignore_errors=True)
+    new_folders = [f for f in (data_dir, target) if not f.exists()]  # what a failed download takes away again
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        for archive in spec.archives:
+            url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
+            try:
+                path = _fetch(url, staging / archive.filename, archive, on_progress, timeout, limits)
+            except DatasetError as e:
+                raise DatasetError(
+                    f"{e}. Fetch {archive.filename} on a machine online and serve it with --mirror URL, or unpack "
+                    f"it into {target}/<domain>/<class>/ yourself"
+                ) from None
+            _unpack(path, staging / "unpacked", target, archive, spec.domains, limits)
+            path.unlink()
+    except BaseException:
+        for folder in reversed(new_folders):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     dataset = open_dataset(name, data_dir)
     found = Counter(f.domain for f in dataset.files)
     warnings = [
@@ -97,6 +111,23 @@ def https_first(url: str) -> list[str]:
     return [url]
 
 
+def why(error: requests.RequestException) -> str:
+    """What went wrong with a request, in a few words rather than the HTTP library's chain of exceptions."""
+    host = urlsplit(error.request.url or "").hostname if error.request is not None else None
+    chain = f"{error!r}"
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"the server answered HTTP {error.response.status_code} {error.response.reason or ''}".rstrip()
+    if isinstance(error, requests.Timeout):
+        return f"{host or 'the server'} did not answer in time"
+    if isinstance(error, requests.exceptions.SSLError):
+        return f"the TLS connection to {host or 'the server'} failed"
+    if "NameResolution" in chain or "Name or service not known" in chain or "getaddrinfo" in chain:
+        return f"cannot resolve {host or 'the host'} (is this machine offline?)"
+    if "refused" in chain.lower():
+        return f"{host or 'the server'} refused the connection"
+    return f"cannot connect to {host or 'the server'} ({type(error).__name__})"
+
+
 def _fetch(url: str, path: Path, archive: Archive, on_progress: Progress, timeout: float, limits: Limits) -> Path:
     candidates = https_first(url)
     for i, candidate in enumerate(candidates):
@@ -104,7 +135,7 @@ def _fetch(url: str, path: Path, archive: Archive, on_progress: Progress, timeou
             return _fetch_one(candidate, path, archive, on_progress, timeout, limits)
         except (requests.exceptions.SSLError, requests.ConnectionError) as e:
             if i + 1 == len(candidates):
-                raise DatasetError(f"could not download {candidate}: {e}") from None
+                raise DatasetError(f"could not download {archive.filename} from {candidate}: {why(e)}") from None
             log.warning("could not reach %s over HTTPS (%s); falling back to plain HTTP", candidate, type(e).__name__)
     raise AssertionError("unreachable")
 
@@ -134,7 +165,7 @@ def _fetch_one(url: str, path: Path, archive: Archive, on_progress: Progress, ti
         raise
     except requests.RequestException as e:
         partial.unlink(missing_ok=True)
-        raise DatasetError(f"could not download {url}: {e}") from None
+        raise DatasetError(f"could not download {archive.filename} from {url}: {why(e)}") from None
     except DatasetError:
         partial.unlink(missing_ok=True)
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import socket
 import tarfile
 import threading
 import zipfile
@@ -123,3 +124,26 @@ def test_https_is_tried_first_and_plain_http_only_as_a_fallback_with_a_warning(m
     download_dataset("pacs", tmp_path, mirror=url)
     assert f"could not reach https://{url[len('http://') :]}/PACS.zip over HTTPS" in caplog.text
     assert "over plain HTTP" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("mirror_url", "reason"),
+    [
+        ("http://vl2v-offline.invalid", "cannot resolve vl2v-offline.invalid (is this machine offline?)"),
+        ("CLOSED", "127.0.0.1 refused the connection"),
+    ],
+)
+def test_offline_a_download_is_one_line_saying_why_and_what_to_do_and_leaves_no_folder(tmp_path, mirror_url, reason):
+    if mirror_url == "CLOSED":
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            mirror_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    data = tmp_path / "data"
+    result = CliRunner().invoke(
+        app, ["data", "download", "officehome", "--data-dir", str(data), "--mirror", mirror_url]
+    )
+    assert result.exit_code != 0
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: could not download office_home.zip from ") and reason in line, line
+    assert "--mirror URL" in line and "Pool(" not in line and "Traceback" not in line
+    assert not data.exists(), "nothing left behind: the next try starts clean"
