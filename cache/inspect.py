@@ -24,11 +24,16 @@ class CacheInfo:
     views: int
     texts: int
     images_by_domain: dict[str, int]
-    images_by_class: dict[str, dict[str, int]]
+    images_by_class: dict[str, dict[str, int]]  # domain -> class -> images
+    classes: list[str]  # the dataset's classes, those with no image in any domain included
     totals: LedgerTotals
     currency: str | None
     pending_requests: int
     skipped_reasons: dict[str, int]  # items the query skipped, by reason
+
+    def empty_cells(self) -> list[tuple[str, str]]:
+        """(domain, class) pairs of the dataset with no image in the cache, for every domain that has any."""
+        return [(d, c) for d, counts in self.images_by_class.items() for c in self.classes if not counts.get(c)]
 
     @property
     def skipped(self) -> int:
@@ -73,6 +78,7 @@ def cache_info(cache: EmbeddingCache) -> CacheInfo:
         texts=counts["text"],
         images_by_domain=dict(sorted(by_domain.items())),
         images_by_class={d: dict(sorted(c.items())) for d, c in sorted(by_class.items())},
+        classes=list(dataset.get("classes") or sorted({c for counts in by_class.values() for c in counts})),
         totals=cache.totals(),
         currency=(teacher.get("pricing") or {}).get("currency"),
         pending_requests=len(cache.pending()),

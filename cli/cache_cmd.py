@@ -8,16 +8,17 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cache.client import RetryPolicy, TeacherClient, VendorError
 from cache.errors import InvalidOption
 from cache.export import FORMATS, export_npz
-from cache.inspect import cache_info, verify_cache
+from cache.inspect import CacheInfo, cache_info, verify_cache
 from cache.store import SCHEMA_VERSION, EmbeddingCache
 from teacher_service.schema import UsageReport
 
 from . import exit_codes
-from .errors import reports_errors, stdout
+from .errors import reports_errors, say, stdout
 from .help import CONTEXT, Command, Group
 from .options import DEFAULT_CACHE, ApiKeyFile, CacheAlias, CacheDir, Json, api_key, choices, flag, one_cache
 from .progress import counted, money
@@ -93,6 +94,21 @@ def info(
             f"{money(usage.spent, usage.currency)}, balance {money(usage.balance, usage.currency)}",
         )
     stdout.print(table)
+    stdout.print(_domain_by_class(summary))
+    for domain, name in summary.empty_cells():
+        say("warning:", f"no image of class {name!r} in domain {domain!r} is cached", "yellow")
+
+
+def _domain_by_class(summary: CacheInfo) -> Table:
+    """Images per class (rows) and domain (columns); an empty cell is a class the student never sees there."""
+    domains = list(summary.images_by_class)
+    table = Table(title="images by domain and class")
+    for column in ("class", *domains, "all"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name in summary.classes:
+        counts = [summary.images_by_class[d].get(name, 0) for d in domains]
+        table.add_row(name, *(Text(str(n), style="" if n else "bold red") for n in counts), str(sum(counts)))
+    return table
 
 
 def _vendor_usage(url: str | None, key_file: Path | None, recorded: str | None) -> UsageReport | str:

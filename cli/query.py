@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +13,7 @@ from cache.client import RetryPolicy, TeacherClient
 from cache.data.datasets import dataset_names
 from cache.query import QueryConfig, QueryReport, QueryStopped, run_query
 from cache.selection import STRATEGIES
+from cache.store import CacheError, EmbeddingCache
 
 from . import exit_codes
 from .errors import exit_code_for, graceful_interrupt, reports_errors, say, stdout
@@ -96,11 +98,29 @@ def query(
             report = stop.report
             code = exit_codes.INTERRUPTED if stop.cause is None else exit_code_for(stop.cause)
             say("stopped:", str(stop), "red")
+    zeroshot = None if dry_run else _teacher_zeroshot(config.cache_dir)
     if json_out:
-        typer.echo(json.dumps(report.as_dict()))
+        typer.echo(json.dumps(report.as_dict() | {"teacher_zeroshot": zeroshot}))
     else:
         _print_summary(report)
     raise typer.Exit(code)
+
+
+def _teacher_zeroshot(cache_dir: Path) -> float | None:
+    """The teacher's mean zero-shot accuracy on what the cache holds, with a warning when it is near chance;
+    None before images and prompts are both cached. Free: it reads the cache (and imports torch, so only here)."""
+    from student.zeroshot import zeroshot_accuracy
+
+    try:
+        with EmbeddingCache.open(cache_dir) as store:
+            result = zeroshot_accuracy(store)
+            dataset = store.bound_dataset()["name"]
+    except CacheError:  # nothing bought yet, or not every class's prompts
+        return None
+    warning = result.warning(dataset)
+    if warning:
+        say("warning:", warning, "yellow")
+    return result.mean
 
 
 def _print_summary(report: QueryReport) -> None:

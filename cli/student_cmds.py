@@ -35,12 +35,16 @@ def zeroshot(
 
     with EmbeddingCache.open(cache) as store:
         result = zeroshot_accuracy(store, templates)
+        dataset = store.bound_dataset()["name"]
+    warning = result.warning(dataset)
+    if warning:
+        say("warning:", warning, "yellow")
     if json_out:
         typer.echo(json.dumps(result.to_json()))
         return
     for domain, acc in result.accuracy.items():
         typer.echo(f"{domain:>16}  {100 * acc:5.1f}%  ({result.images[domain]} images)")
-    typer.echo(f"{'mean':>16}  {100 * result.mean:5.1f}%")
+    typer.echo(f"{'mean':>16}  {100 * result.mean:5.1f}%  (chance {100 * result.chance:.1f}%)")
 
 
 @reports_errors

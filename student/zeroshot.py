@@ -35,4 +35,4 @@ def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> Zer
         logits = cosine_logits(knowledge.image_embeddings[index], classes, knowledge.logit_scale)
         accuracy[domain] = float((logits.argmax(1) == labels).float().mean())
         counts[domain] = len(labels)
-    return ZeroShot(accuracy, counts, template_set)
+    return ZeroShot(accuracy, counts, template_set, len(raw_classes))

@@ -154,6 +154,8 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
     assert Image.open(tmp_path / "demo.png").size[0] > 100
     assert (tmp_path / "runs" / "adip" / "sketch" / "trial_0" / "model.safetensors").is_file()
     assert _vendors_of(tmp_path) == [], "the vendor must be stopped"
+    zeroshot = CliRunner().invoke(app, ["zeroshot", "--cache", str(tmp_path / "cache"), "--json"])
+    assert not json.loads(zeroshot.stdout)["near_chance"] and "near chance" not in zeroshot.stderr
 
 
 def test_ctrl_c_leaves_no_process_behind(tmp_path):

@@ -257,7 +257,20 @@ def open_dataset(name: str, data_dir: Path) -> Dataset:
     files = tuple(_files(root, domains, classes))
     if not files:
         raise DatasetError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}); {_layout(spec)}")
+    _warn_of_empty_cells(root, files, domains, classes)
     return Dataset(name, root, domains, classes, prompts, anchors, files)
+
+
+def _warn_of_empty_cells(
+    root: Path, files: tuple[ImageFile, ...], domains: tuple[str, ...], classes: tuple[str, ...]
+) -> None:
+    """A class with no image in a domain is legal (DomainNet has some), but a student never sees it there and
+    its accuracy on that domain counts it nowhere: say so, once per domain."""
+    present = {(f.domain, f.label) for f in files}
+    for domain in domains:
+        absent = [c for label, c in enumerate(classes) if (domain, label) not in present]
+        if absent:
+            log.warning("%s: domain %s has no images of %d class(es): %s", root, domain, len(absent), absent[:8])
 
 
 def _check_image_folder_depth(root: Path, domains: tuple[str, ...]) -> None:

@@ -8,7 +8,10 @@ import re
 import shutil
 import time
 
+from typer.testing import CliRunner
+
 from cache.store import EmbeddingCache
+from cli.app import app
 from cli.exit_codes import ERROR, QUOTA_EXHAUSTED, VENDOR_UNREACHABLE
 
 from ..conftest import run_service
@@ -88,3 +91,32 @@ def test_tables_read_as_sentences_not_python(make_settings, pacs_mini, tmp_path)
         assert "{" not in output and "None" not in output and " none " not in output
         amounts = [w for w in output.split() if re.fullmatch(r"\d+\.\d+", w)]
         assert amounts and all(len(a.split(".")[1]) <= 6 for a in amounts), "money: six decimals, no float noise"
+
+
+def test_query_warns_when_the_teacher_it_bought_from_is_near_chance(make_settings, pacs_mini, tmp_path):
+    with run_service(make_settings(api_keys=CAROL)) as vendor:
+        args = ["query", "--teacher-url", vendor.url, *pacs_args(pacs_mini, tmp_path / "c", "--budget", "56")]
+        result = CliRunner().invoke(app, [*args, "--json"], env={"VL2V_API_KEY": "sk-carol"})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert 0 <= report["teacher_zeroshot"] < 1 / 7 + 0.1 * 6 / 7, "the tiny test teacher has random weights"
+    assert "warning: the teacher's zero-shot accuracy on pacs is" in result.stderr
+    assert "near chance (14.3% for 7 classes)" in result.stderr
+
+
+def test_a_class_missing_from_a_domain_is_named_by_query_and_by_cache_info(make_settings, pacs_mini, tmp_path, caplog):
+    data = tmp_path / "data"
+    shutil.copytree(pacs_mini, data)
+    shutil.rmtree(data / "sketch" / "horse")
+    with run_service(make_settings(api_keys=CAROL)) as vendor:
+        code, report = query(vendor, "--dataset", "pacs", "--data-dir", str(data), "--cache", str(tmp_path / "c"))
+    assert code == 0, report
+    assert any("domain sketch has no images of 1 class(es): ['horse']" in r.getMessage() for r in caplog.records)
+    result = CliRunner().invoke(app, ["cache", "info", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "warning: no image of class 'horse' in domain 'sketch' is cached" in result.stderr
+    table = result.stdout[result.stdout.index("images by domain and class") :]
+    horse = next(line for line in table.splitlines() if " horse " in line)
+    assert [int(n) for n in re.findall(r"\d+", horse)] == [40, 40, 40, 0, 120]  # art, cartoon, photo, sketch, all
+    dog = next(line for line in table.splitlines() if " dog " in line)
+    assert [int(n) for n in re.findall(r"\d+", dog)] == [40, 40, 40, 40, 160]

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from cli.exit_codes import ERROR
 from cli.progress import TrainingProgress
-from student.results import DistillSummary, TrialResult
+from student.results import DistillSummary, TrialResult, ZeroShot
 from student.trainer import Progress
 
 from .test_distill import distill_args, run_cli
@@ -145,3 +145,20 @@ def test_distill_offline_with_the_defaults_fails_fast_naming_the_installed_stude
     assert not out.exists(), "a run that failed before its first step leaves no folder to block the retry"
     code, output = run_cli(*distill_args(pacs_cache, out, "erm"))
     assert code == 0, output
+
+
+def test_zeroshot_warns_that_a_teacher_near_chance_will_teach_nothing(pacs_cache):
+    result = CliRunner().invoke(app, ["zeroshot", "--cache", str(pacs_cache), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["chance"] == 1 / 7 and report["near_chance"], report  # the tiny test teacher has random weights
+    assert f"pacs is {100 * report['mean']:.1f}%, near chance (14.3% for 7 classes)" in result.stderr
+
+
+def test_a_teacher_is_near_chance_below_a_tenth_of_the_way_from_chance_to_perfect():
+    def zeroshot(accuracy: float) -> ZeroShot:
+        return ZeroShot({"photo": accuracy}, {"photo": 100}, "photo", classes=5)
+
+    assert zeroshot(0.21).near_chance and zeroshot(0.279).near_chance  # VLCS's demo teacher: 21%
+    assert not zeroshot(0.281).near_chance and zeroshot(0.281).warning("vlcs") is None
+    assert "near chance (20.0% for 5 classes)" in (zeroshot(0.21).warning("vlcs") or "")
