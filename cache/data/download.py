@@ -113,7 +113,8 @@ def https_first(url: str) -> list[str]:
 
 def why(error: requests.RequestException) -> str:
     """What went wrong with a request, in a few words rather than the HTTP library's chain of exceptions."""
-    host = urlsplit(error.request.url or "").hostname if error.request is not None else None
+    url = error.request.url if error.request is not None else None
+    host: str | None = urlsplit(url).hostname if isinstance(url, str) else None
     chain = f"{error!r}"
     if isinstance(error, requests.HTTPError) and error.response is not None:
         return f"the server answered HTTP {error.response.status_code} {error.response.reason or ''}".rstrip()
