@@ -16,7 +16,7 @@ from rich.table import Table
 from cache.errors import InvalidOption
 from student.config import DemoConfig, DistillConfig, TrainConfig, help_of
 
-from .errors import reports_errors, say, stderr, stdout
+from .errors import reports_errors, stderr, stdout
 from .options import Json, Workers, flag
 from .progress import TrainingProgress, duration, money
 
@@ -78,12 +78,8 @@ def demo(
     )
     config = config.quick() if quick else config
 
-    def tell(line: str) -> None:
-        if not json_out:
-            say("demo:", line)
-
     with TrainingProgress("", enabled=not json_out, console=stderr) as progress:
-        result = run_demo(config, on_event=tell, on_progress=progress.update)
+        result = run_demo(config, on_event=lambda line: progress.note(f"demo: {line}"), on_progress=progress.update)
     if json_out:
         typer.echo(json.dumps(result.to_json()))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import time
@@ -59,12 +60,63 @@ def test_predict_names_an_unreadable_file_and_still_answers_for_the_others(pacs_
 def test_distill_prints_a_line_per_evaluation_when_not_on_a_terminal(pacs_cache, tmp_path):
     result = CliRunner().invoke(app, distill_args(pacs_cache, tmp_path / "run", "adip"))
     assert result.exit_code == 0, result.output
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("adip sketch/trial_0")]
+    stamped = [ln for ln in result.stderr.splitlines() if ln.startswith("[")]
+    assert stamped and all(re.match(r"\[(\d+m)?\d+s\] ", ln) for ln in stamped), "each line says the time elapsed"
+    lines = [ln.split("] ", 1)[1] for ln in stamped if ln.split("] ", 1)[1].startswith("adip sketch/trial_0")]
     assert lines[0].startswith("adip sketch/trial_0 align (stage 1 of 2) step 2/4: source val ")
     assert "loss " in lines[0] and "(image_distill " in lines[0] and "img/s" in lines[0] and "left" in lines[0]
     assert lines[-1].startswith("adip sketch/trial_0 final model (after 2 stages of 4 steps): source val ")
     assert ", target " in lines[-1]
     assert len(lines) == 5, "two evaluations per stage, and the final model's"
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_log_hears_from_a_run_at_least_every_heartbeat_between_evaluations():
+    out, clock = io.StringIO(), Clock()
+    console = Console(file=out, width=200, color_system=None)
+    base = dict(stage="distill", stage_index=1, stages=1, steps=1000, images_per_s=12.0, eta_s=600.0)
+    with TrainingProgress("", enabled=True, console=console, heartbeat_s=30.0, clock=clock) as progress:
+        for step in range(1, 301):  # a step a second, no evaluation
+            clock.now = float(step)
+            progress.update(
+                "scmd sketch/trial_0", Progress(step=step, losses={"loss": 1.5}, source_val_acc=None, **base)
+            )
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10, lines  # one every 30 s over 300 s
+    assert (
+        lines[0]
+        == "[30s] scmd sketch/trial_0 distill (stage 1 of 1) step 30/1000: loss 1.5; 12 img/s; about 10m00s left"
+    )
+    assert lines[-1].startswith("[5m00s] scmd sketch/trial_0 distill (stage 1 of 1) step 300/1000")
+
+
+def test_a_run_that_reports_nothing_for_a_while_is_still_heard_from():
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    base = dict(stage="distill", stage_index=1, stages=1, steps=10, images_per_s=1.0, eta_s=9.0)
+    with TrainingProgress("", enabled=True, console=console, heartbeat_s=0.2) as progress:
+        wait_for(lambda: "still working: preparing" in out.getvalue())
+        progress.update("scmd sketch/trial_0", Progress(step=1, losses={"loss": 1.0}, source_val_acc=None, **base))
+        wait_for(lambda: "scmd sketch/trial_0 distill step 1/10: still working, " in out.getvalue())
+        progress.note("demo: buying teacher embeddings")
+        wait_for(lambda: "still working: demo: buying teacher embeddings, " in out.getvalue())
+    assert all(re.match(r"\[\d+s\] ", line) for line in out.getvalue().splitlines())
+
+
+def wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the heartbeat never came"
+        time.sleep(0.05)
 
 
 def test_the_live_bar_shows_step_losses_speed_time_left_and_validation():
