@@ -27,11 +27,42 @@ from teacher_service.settings import Settings
 from teacher_service.weights import register_packaged_configs
 
 from .generated_data import write_pacs_like
-from .postgres import PostgresServer, postgres_server
+from .postgres import INSTALL, PostgresServer, postgres_bin, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = os.environ.get("VL2V_TEST_DATA", str(REPO.parent / "shared" / "data"))
-REAL_PACS = None if DATA == "generated" else Path(DATA) / "pacs-mini"
+
+
+def images_folder(setting: str | None, beside: Path) -> Path | None:
+    """The real PACS subset that `VL2V_TEST_DATA` names: the pacs-mini folder itself or the folder holding it;
+    "generated" for none; unset, `shared/data/pacs-mini` beside the clone if it is there. A folder named that
+    holds neither is an error, not a silent switch to the drawn images."""
+    if setting == "generated":
+        return None
+    if setting is None:
+        found = beside / "shared" / "data" / "pacs-mini"
+        return found if (found / "photo").is_dir() else None
+    folder = Path(setting).expanduser()
+    for candidate in (folder, folder / "pacs-mini"):
+        if (candidate / "photo").is_dir():
+            return candidate
+    raise pytest.UsageError(
+        f"VL2V_TEST_DATA={setting}: neither it nor {folder / 'pacs-mini'} holds PACS's domain folders (photo/, "
+        "sketch/, ...); give the pacs-mini folder, or VL2V_TEST_DATA=generated for the drawn images"
+    )
+
+
+def need_server(what: str, found: bool, install: str) -> None:
+    """Skip a test whose server (PostgreSQL, nginx) is not installed, saying how to install it; under `CI=true`,
+    where `.ci/run` installs them, fail instead, so that a missing server never passes CI unseen."""
+    if found:
+        return
+    message = f"{what} is not installed: {install}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: .ci/run installs it)", pytrace=False)
+    pytest.skip(message)
+
+
+REAL_PACS = images_folder(os.environ.get("VL2V_TEST_DATA"), REPO.parent)
 TINY = "vl2v-tiny"
 KEYS = "alice:sk-alice-secret:10.0,bob:sk-bob-secret:0.0005"
 
@@ -44,7 +75,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def real_images() -> bool:
-    return REAL_PACS is not None and (REAL_PACS / "photo").is_dir()
+    return REAL_PACS is not None
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +114,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the session; each test that wants one makes its own database."""
+    need_server("PostgreSQL", postgres_bin() is not None, INSTALL)
     with postgres_server(free_port()) as server:
         yield server
 

@@ -20,17 +20,16 @@ from pathlib import Path
 INSTALL = "install PostgreSQL (Debian: apt-get update && apt-get install -y postgresql) or set VL2V_PG_BIN"
 
 
-def postgres_bin() -> Path:
-    """The folder holding `initdb` and `pg_ctl`."""
+def postgres_bin() -> Path | None:
+    """The folder holding `initdb` and `pg_ctl`, or None when PostgreSQL's server is not installed."""
     if os.environ.get("VL2V_PG_BIN"):
-        return Path(os.environ["VL2V_PG_BIN"])
+        given = Path(os.environ["VL2V_PG_BIN"])
+        return given if (given / "initdb").is_file() else None
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if found:
         return found[-1].parent
     on_path = shutil.which("initdb")
-    if on_path is None:
-        raise RuntimeError(f"no PostgreSQL server binaries found: {INSTALL}")
-    return Path(on_path).parent
+    return Path(on_path).parent if on_path else None
 
 
 @dataclass
@@ -55,6 +54,8 @@ class PostgresServer:
 def postgres_server(port: int) -> Iterator[PostgresServer]:
     """initdb + pg_ctl start on 127.0.0.1:`port` with trust authentication; stopped and deleted afterwards."""
     binaries = postgres_bin()
+    if binaries is None:
+        raise RuntimeError(f"no PostgreSQL server binaries found: {INSTALL}")
     root = Path(tempfile.mkdtemp(prefix="vl2v-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:

@@ -16,9 +16,10 @@ from pathlib import Path
 import requests
 import yaml
 
-from .conftest import REPO, free_port, wait_until
+from .conftest import REPO, free_port, need_server, wait_until
 from .teacher_service.test_api_contract import image
 
+NGINX_INSTALL = "Debian: apt-get update && apt-get install -y nginx"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
@@ -259,5 +260,5 @@ def _start_nginx(root: Path, ports: list[int], listen: int) -> subprocess.Popen:
     user = "user root;\n" if os.geteuid() == 0 else ""
     (root / "nginx.conf").write_text(f"{user}daemon off;\npid {root / 'nginx.pid'};\nerror_log stderr warn;\n{conf}")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(nginx).exists(), "nginx is not installed (Debian: apt-get install -y nginx)"
+    need_server("nginx", Path(nginx).exists(), NGINX_INSTALL)
     return subprocess.Popen([nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", "stderr"], text=True)
