@@ -11,13 +11,20 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .model_selection import TITLES, select
+from .results import RunFolderError
 
 
 def read_records(folder: Path) -> list[dict]:
     """Every record of every `results.jsonl` under `folder` (a sweep's, or any distill run folders')."""
     records = []
     for path in sorted(folder.rglob("results.jsonl")):
-        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError as e:
+                raise RunFolderError(f"{path}, line {number}, is not a DomainBed record ({e})") from None
     return records
 
 

@@ -12,8 +12,30 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
+
+from cache.errors import InvalidOption
 
 SUMMARY_FILE = "summary.json"
+
+
+class RunFolderError(InvalidOption):
+    """A run folder that cannot be used as asked: `--out` holds another run, the settings differ from the run
+    being resumed, or one of its files is missing or damaged (the message names it)."""
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON document in `path`, which should be `what`; a missing, unreadable or damaged file is one line.
+
+    Raises:
+        RunFolderError: naming the file and what it should have been.
+    """
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} not found: it should be {what}") from None
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        raise RunFolderError(f"{path} cannot be read as {what} ({type(e).__name__}: {e})") from None
 
 
 @dataclass(frozen=True)
@@ -103,17 +125,18 @@ class DistillSummary:
     def read(cls, run: Path) -> DistillSummary:
         """The summary of the run folder `run` (`vl2v distill --out`)."""
         path = run / SUMMARY_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (is {run} a finished `vl2v distill --out` folder?)")
-        data = json.loads(path.read_text())
-        return cls(
-            method=data["method"],
-            student=data["student"],
-            run_dir=data["run_dir"],
-            runs=tuple(TrialResult(**r) for r in data["runs"]),
-            domains=tuple(data["domains"]),
-            changed_since_bought=data.get("changed_since_bought", {}),
-        )
+        data = read_json(path, what=f"the summary of a finished `vl2v distill --out` folder ({run})")
+        try:
+            return cls(
+                method=data["method"],
+                student=data["student"],
+                run_dir=data["run_dir"],
+                runs=tuple(TrialResult(**r) for r in data["runs"]),
+                domains=tuple(data["domains"]),
+                changed_since_bought=data.get("changed_since_bought", {}),
+            )
+        except (KeyError, TypeError) as e:
+            raise RunFolderError(f"{path} is not a vl2v run summary ({type(e).__name__}: {e})") from None
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,10 @@ from .distributed import Ranks, process_group, ranks_from_environment
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context
-from .results import DistillSummary, TrialResult
+from .results import DistillSummary, RunFolderError, TrialResult, read_json
 from .trainer import Progress, Trainer
 
 log = logging.getLogger("vl2v.distill")
-
-
-class RunFolderError(InvalidOption):
-    """`--out` cannot take this run: it holds another run, or settings differ from the run being resumed."""
 
 
 # Settings that change how fast a run goes, not what it computes: a resumed run may change them.
@@ -156,12 +152,7 @@ def read_described(run: Path) -> dict:
         RunFolderError: it is missing or not JSON (one line naming the file).
     """
     path = run / "config.json"
-    try:
-        described = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} not found: {run} is not a vl2v run folder") from None
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} cannot be read ({type(e).__name__}): is {run} a vl2v run folder?") from None
+    described = read_json(path, what="a vl2v run folder's config.json")
     if not isinstance(described, dict):
         raise RunFolderError(f"{path} is not a vl2v run configuration")
     return described

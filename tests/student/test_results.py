@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from student.results import DistillSummary, Evaluation, Prediction, TrialResult
+from student.results import DistillSummary, Evaluation, Prediction, RunFolderError, TrialResult
 
 
 def trial(domain: str, k: int, id_acc: float, ood_acc: float) -> TrialResult:
@@ -34,7 +34,7 @@ def test_summary_json_keeps_its_layout_and_reads_back(tmp_path):
         "test_domain": "sketch", "id_acc": 0.9, "ood_acc": 0.6, "ood_stderr": 0.0, "trials": 1
     }  # fmt: skip
     assert DistillSummary.read(tmp_path) == summary
-    with pytest.raises(FileNotFoundError, match="is .* a finished `vl2v distill --out` folder"):
+    with pytest.raises(RunFolderError, match="not found: it should be the summary of a finished `vl2v distill"):
         DistillSummary.read(tmp_path / "elsewhere")
 
 
