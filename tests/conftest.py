@@ -78,6 +78,13 @@ def real_images() -> bool:
     return REAL_PACS is not None
 
 
+@pytest.fixture(autouse=True)
+def no_default_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every vendor a test starts without naming a port gets a free one, never the default 8000, where the README
+    invites a user to leave one running."""
+    monkeypatch.setenv("VL2V_PORT", str(free_port()))
+
+
 @pytest.fixture(scope="session")
 def pacs_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 domains x 7 classes x 40 images in DomainBed layout, JPEG and PNG: real when present, drawn otherwise."""
