@@ -1,0 +1,97 @@
+"""Measure `vl2v demo` over seeds and write a results file: every seed's numbers, the command, the code, the machine.
+
+    python tools/measure_demo.py --seeds 0 1 2 --target sketch --out docs/results/demo-sketch.json
+    python tools/measure_demo.py --seeds 0 1 2 --quick --out docs/results/demo-quick-sketch.json
+
+Each seed runs `vl2v demo --seed S --json` in its own process, one after another. The file records the commit
+(and whether the tree had uncommitted changes), the CPU, the thread count and the torch build, so a reader can tell
+a different result from a different machine. `tools/render_results.py` renders the README's tables from the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    """The CPU, its threads, and the torch build: what a same-seed result depends on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
+        cpu += " (AVX-512)" if "avx512f" in flags.split() else ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def commit() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain"))}
+
+
+def run_seed(seed: int, demo_args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="vl2v-demo-") as out:
+        command = [sys.executable, "-m", "cli", "demo", "--seed", str(seed), "--out", out, "--json", *demo_args]
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"seed {seed}: vl2v demo failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    for volatile in ("out", "chart"):
+        result.pop(volatile, None)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--target", default="sketch")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    demo_args = ["--target", args.target, *(["--quick"] if args.quick else [])]
+    seeds = []
+    for seed in args.seeds:
+        seeds.append(run_seed(seed, demo_args))
+        print(f"seed {seed}: {json.dumps({m: r['ood_acc'] for m, r in seeds[-1]['methods'].items()})}", flush=True)
+    record = {
+        "command": "python tools/measure_demo.py " + shlex.join(sys.argv[1:]),
+        "demo": "vl2v demo --seed S --json " + shlex.join(demo_args),
+        "measured": datetime.date.today().isoformat(),
+        **commit(),
+        "machine": machine(),
+        "target": args.target,
+        "quick": args.quick,
+        "seeds": {str(s): r for s, r in zip(args.seeds, seeds, strict=True)},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
