@@ -78,6 +78,16 @@ def real_images() -> bool:
     return REAL_PACS is not None
 
 
+class Clock:
+    """A monotonic clock a test moves by hand (`clock.now = ...`)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture(autouse=True)
 def no_default_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every vendor a test starts without naming a port gets a free one, never the default 8000, where the README

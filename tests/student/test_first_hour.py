@@ -19,6 +19,7 @@ from cli.progress import TrainingProgress
 from student.results import DistillSummary, TrialResult, ZeroShot
 from student.trainer import Progress
 
+from ..conftest import Clock
 from .test_distill import distill_args, run_cli
 
 
@@ -68,16 +69,6 @@ def test_distill_prints_a_line_per_evaluation_when_not_on_a_terminal(pacs_cache,
     assert lines[-1].startswith("adip sketch/trial_0 final model (after 2 stages of 4 steps): source val ")
     assert ", target " in lines[-1]
     assert len(lines) == 5, "two evaluations per stage, and the final model's"
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_log_hears_from_a_run_at_least_every_heartbeat_between_evaluations():

@@ -10,17 +10,11 @@ from teacher_service.ledger_db import connect
 from teacher_service.ratelimit import RateLimiter
 from teacher_service.settings import ApiKey
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..conftest import Clock
 
 
 def test_requests_refill_at_the_per_minute_rate():
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(requests_per_min=60, images_per_min=0, clock=clock)
     for _ in range(60):
         limiter.check(1, images=0)
@@ -34,7 +28,7 @@ def test_requests_refill_at_the_per_minute_rate():
 
 
 def test_images_are_counted_and_a_refusal_takes_nothing():
-    clock = Clock()
+    clock = Clock(1000.0)
     limiter = RateLimiter(requests_per_min=0, images_per_min=100, clock=clock)
     limiter.check(1, images=90)
     with pytest.raises(RateLimited) as raised:
@@ -44,7 +38,7 @@ def test_images_are_counted_and_a_refusal_takes_nothing():
 
 
 def test_keys_have_separate_buckets():
-    limiter = RateLimiter(requests_per_min=1, images_per_min=0, clock=Clock())
+    limiter = RateLimiter(requests_per_min=1, images_per_min=0, clock=Clock(1000.0))
     limiter.check(1, images=0)
     limiter.check(2, images=0)
     with pytest.raises(RateLimited):
@@ -53,7 +47,7 @@ def test_keys_have_separate_buckets():
 
 def test_a_request_larger_than_a_minute_of_allowance_is_a_400():
     with pytest.raises(InvalidRequest, match="more than the 5 per minute"):
-        RateLimiter(requests_per_min=0, images_per_min=5, clock=Clock()).check(1, images=6)
+        RateLimiter(requests_per_min=0, images_per_min=5, clock=Clock(1000.0)).check(1, images=6)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
