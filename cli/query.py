@@ -13,7 +13,7 @@ from cache.client import RetryPolicy, TeacherClient
 from cache.data.datasets import dataset_names
 from cache.query import QueryConfig, QueryReport, QueryStopped, run_query
 from cache.selection import STRATEGIES
-from cache.store import CacheError, EmbeddingCache
+from cache.store import CacheError
 
 from . import exit_codes
 from .errors import exit_code_for, graceful_interrupt, reports_errors, say, stdout
@@ -31,6 +31,7 @@ from .options import (
     flag,
 )
 from .progress import QueryProgress, money
+from .student_cmds import teacher_zeroshot
 
 
 @reports_errors
@@ -107,20 +108,12 @@ def query(
 
 
 def _teacher_zeroshot(cache_dir: Path) -> float | None:
-    """The teacher's mean zero-shot accuracy on what the cache holds, with a warning when it is near chance;
-    None before images and prompts are both cached. Free: it reads the cache (and imports torch, so only here)."""
-    from student.zeroshot import zeroshot_accuracy
-
+    """The teacher's mean zero-shot accuracy on what the cache holds (warned about when near chance); None before
+    images and prompts are both cached."""
     try:
-        with EmbeddingCache.open(cache_dir) as store:
-            result = zeroshot_accuracy(store)
-            dataset = store.bound_dataset()["name"]
+        return teacher_zeroshot(cache_dir).mean
     except CacheError:  # nothing bought yet, or not every class's prompts
         return None
-    warning = result.warning(dataset)
-    if warning:
-        say("warning:", warning, "yellow")
-    return result.mean
 
 
 def _print_summary(report: QueryReport) -> None:

@@ -16,10 +16,25 @@ from cache.errors import InvalidOption
 from cache.store import EmbeddingCache
 from student.report import chart, markdown
 from student.report import collect as collect_runs
+from student.results import ZeroShot
 
 from . import exit_codes
 from .errors import reports_errors, say
 from .options import DEFAULT_CACHE, CacheDir, Device, Json, Workers, choices
+
+
+def teacher_zeroshot(cache: Path, templates: str = "photo") -> ZeroShot:
+    """The teacher's zero-shot accuracy on what `cache` holds, with a warning on stderr when it is near chance
+    (`zeroshot`, and `query` after buying). Imports torch: call it only when a command runs."""
+    from student.zeroshot import zeroshot_accuracy
+
+    with EmbeddingCache.open(cache) as store:
+        result = zeroshot_accuracy(store, templates)
+        dataset = store.bound_dataset()["name"]
+    warning = result.warning(dataset)
+    if warning:
+        say("warning:", warning, "yellow")
+    return result
 
 
 @reports_errors
@@ -31,14 +46,7 @@ def zeroshot(
     """The teacher's own zero-shot accuracy per domain, free.
 
     Computed from the cached embeddings: no query is made."""
-    from student.zeroshot import zeroshot_accuracy
-
-    with EmbeddingCache.open(cache) as store:
-        result = zeroshot_accuracy(store, templates)
-        dataset = store.bound_dataset()["name"]
-    warning = result.warning(dataset)
-    if warning:
-        say("warning:", warning, "yellow")
+    result = teacher_zeroshot(cache, templates)
     if json_out:
         typer.echo(json.dumps(result.to_json()))
         return
