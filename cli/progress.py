@@ -197,8 +197,12 @@ class TrainingProgress:
 
 def step_line(name: str, p: TrainerProgress) -> str:
     """One line for a run between evaluations: where it is, its losses, speed and time left."""
-    where = f"{name} {p.stage} (stage {p.stage_index} of {p.stages}) step {p.step}/{p.steps}"
-    return f"{where}: {'; '.join(_course(p))}"
+    return f"{_where(name, p)}: {'; '.join(_course(p))}"
+
+
+def _where(name: str, p: TrainerProgress) -> str:
+    phase = f", {p.phase}" if p.phase else ""
+    return f"{name} {p.stage} (stage {p.stage_index} of {p.stages}{phase}) step {p.step}/{p.steps}"
 
 
 def _course(p: TrainerProgress) -> list[str]:
@@ -215,6 +219,5 @@ def evaluation_line(name: str, p: TrainerProgress) -> str:
         stages = f"{p.stages} stage{'s' if p.stages > 1 else ''} of {p.steps} steps"
         target = f", target {100 * p.target_acc:.1f}%" if p.target_acc is not None else ""
         return f"{name} final model (after {stages}): {val}{target}"
-    where = f"{name} {p.stage} (stage {p.stage_index} of {p.stages}) step {p.step}/{p.steps}"
     rest = _course(p)
-    return f"{where}: {val}" + (f"; {'; '.join(rest)}" if rest else "")
+    return f"{_where(name, p)}: {val}" + (f"; {'; '.join(rest)}" if rest else "")

@@ -43,7 +43,8 @@ def _field(config: type, name: str) -> dataclasses.Field:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = documented("steps per stage (VL2V-ADiP and SCMD train in two)", 5001)  # DomainBed's default
+    # DomainBed's default
+    steps: int = documented("steps per stage (VL2V-ADiP trains two stages, every other method one)", 5001)
     batch_size: int = documented("images per source domain per step", 32)
     eval_every: int = documented("evaluate every N steps", 200)
     seed: int = documented("seed of everything random in the run (with --trials: of trial 0)", 0)

@@ -59,6 +59,7 @@ class Progress:
     event: str = "step"
     evaluated: tuple[int, int] | None = None  # (images, total) during an evaluation
     target_acc: float | None = None  # the final model's
+    phase: str | None = None  # within a stage, where a method's stage has phases (SCMD's hard samples first)
 
 
 class TrainingDiverged(UserError):
@@ -226,6 +227,7 @@ class Trainer:
                 losses=losses,
                 images_per_s=seen / max(elapsed, 1e-9),
                 eta_s=elapsed / (done - start) * left,
+                phase=self.method.phase(step, self.config.steps),
             )
             evaluation_due = done % self.config.eval_every == 0 or done == self.config.steps
             if evaluation_due and self.ranks.leader:  # the others train on: the next all-reduce waits for it

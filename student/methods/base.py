@@ -194,6 +194,10 @@ class Method(nn.Module, Generic[H]):
             )
         ]
 
+    def phase(self, step: int, steps: int) -> str | None:
+        """What a stage's step does where one stage has phases (SCMD's hard samples); None where it has none."""
+        return None
+
     @staticmethod
     def teacher_image(batch: dict[str, Tensor]) -> Tensor:
         """I(x), the cached teacher embedding, detached: no gradient ever reaches a teacher tensor."""

@@ -83,6 +83,16 @@ class SCMD(Method[ScmdHparams]):
     def predict(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images))
 
+    def phase(self, step: int, steps: int) -> str:
+        """One stage in two phases: the hardest samples until `hard_until` of the steps, then every sample."""
+        if step / steps < self.hparams.hard_until:
+            return f"hardest {self.hparams.hard_fraction:.0%} of each batch until step {self.hard_steps(steps)}"
+        return "every sample"
+
+    def hard_steps(self, steps: int) -> int:
+        """How many of a stage's steps train on the hardest samples only (step s is one when s / steps < until)."""
+        return math.ceil(self.hparams.hard_until * steps)
+
     def stages(self) -> list[Stage]:
         rest = [p for n, p in self.named_parameters() if n != "log_scale" and p.requires_grad]
         groups: list[dict] = [{"params": rest}, {"params": [self.log_scale], "lr": self.hparams.scale_lr}]

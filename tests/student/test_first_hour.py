@@ -19,7 +19,7 @@ from cli.progress import TrainingProgress
 from student.results import DistillSummary, TrialResult, ZeroShot
 from student.trainer import Progress
 
-from ..conftest import Clock
+from ..conftest import REPO, Clock
 from .test_distill import distill_args, run_cli
 
 
@@ -69,6 +69,20 @@ def test_distill_prints_a_line_per_evaluation_when_not_on_a_terminal(pacs_cache,
     assert lines[-1].startswith("adip sketch/trial_0 final model (after 2 stages of 4 steps): source val ")
     assert ", target " in lines[-1]
     assert len(lines) == 5, "two evaluations per stage, and the final model's"
+
+
+def test_scmd_says_it_trains_one_stage_in_two_phases_in_its_log_its_help_and_its_docs(pacs_cache, tmp_path):
+    result = CliRunner().invoke(app, [*distill_args(pacs_cache, tmp_path / "run", "scmd"), "--steps", "8"])
+    assert result.exit_code == 0, result.output
+    lines = [ln.split("] ", 1)[1] for ln in result.stderr.splitlines() if "scmd sketch/trial_0 train" in ln]
+    assert lines[0].startswith(
+        "scmd sketch/trial_0 train (stage 1 of 1, hardest 20% of each batch until step 6) step 2/8: "
+    )
+    assert lines[-1].startswith("scmd sketch/trial_0 train (stage 1 of 1, every sample) step 8/8: ")
+    help_text = " ".join(CliRunner().invoke(app, ["distill", "--help"], terminal_width=200).stdout.split())
+    assert "steps per stage (VL2V-ADiP trains two stages, every other method one)" in help_text
+    methods_doc = (REPO / "docs" / "methods.md").read_text()
+    assert "One stage of `--steps` steps in two phases: for the first 75% of the steps" in " ".join(methods_doc.split())
 
 
 def test_a_log_hears_from_a_run_at_least_every_heartbeat_between_evaluations():

@@ -1,0 +1,83 @@
+"""Golden trajectories: a change that moves a result fails here until its values are re-recorded (tests/golden.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import student.methods.adip as adip_module
+import student.trainer as trainer_module
+
+from . import golden
+
+
+@pytest.fixture(scope="module")
+def world_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return golden.golden_cache(tmp_path_factory.mktemp("golden"))
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    return json.loads(golden.GOLDEN.read_text())
+
+
+@pytest.mark.parametrize("method", golden.METHODS)
+def test_every_method_follows_its_golden_trajectory(method, world_cache, recorded, tmp_path):
+    measured = golden.trajectory(world_cache, method, tmp_path / method)
+    moved = golden.differences(recorded["trajectories"][method], measured)
+    assert not moved, golden.failure(method, moved)
+
+
+def test_the_tolerance_is_wider_than_the_spread_measured_across_kernels_and_threads(recorded):
+    spread = recorded["spread"]
+    assert len(spread["variants"]) >= 4
+    assert spread["largest_relative_loss_difference"] * 10 <= golden.RELATIVE
+    assert spread["largest_accuracy_difference_images"] <= golden.IMAGES
+
+
+def _largest_move(recorded: dict, measured: dict) -> float:
+    return max(
+        abs(now[k] - was[k]) / max(abs(was[k]), 1e-6)
+        for was, now in zip(recorded["steps"], measured["steps"], strict=True)
+        for k in was
+    )
+
+
+def test_a_changed_default_fails_the_golden_trajectory(world_cache, recorded, tmp_path):
+    # KD's temperature moved from its default 3 to 3.1, as an edit of KdHparams would.
+    measured = golden.trajectory(world_cache, "kd", tmp_path / "kd", temperature="3.1")
+    assert golden.differences(recorded["trajectories"]["kd"], measured)
+    assert _largest_move(recorded["trajectories"]["kd"], measured) > 10 * golden.RELATIVE
+
+
+def test_a_changed_loss_fails_the_golden_trajectory(world_cache, recorded, tmp_path, monkeypatch):
+    # ADiP's lambda weighted 0.52 instead of 0.5 inside the loss, as a slip in blocks.image_text_distill would.
+    original = adip_module.image_text_distill
+    monkeypatch.setattr(adip_module, "image_text_distill", lambda z, i, t, w: original(z, i, t, w + 0.02))
+    measured = golden.trajectory(world_cache, "adip", tmp_path / "adip")
+    moved = golden.differences(recorded["trajectories"]["adip"], measured)
+    assert any(line.startswith("step 1 loss") for line in moved), moved
+
+
+def test_a_changed_data_order_fails_the_golden_trajectory(world_cache, recorded, tmp_path, monkeypatch):
+    original = trainer_module.train_loader
+    monkeypatch.setattr(trainer_module, "train_loader", lambda *a, seed, **k: original(*a, seed=seed + 1, **k))
+    measured = golden.trajectory(world_cache, "erm", tmp_path / "erm")
+    moved = golden.differences(recorded["trajectories"]["erm"], measured)
+    assert any(line.startswith("step 1 ") for line in moved), moved
+
+
+def test_the_failure_says_how_to_re_record_and_to_re_measure_the_results_files(recorded):
+    was = recorded["trajectories"]["erm"]
+    now = json.loads(json.dumps(was))
+    now["steps"][2]["ce"] *= 1.01
+    now["ood_acc"] += 2 / was["images"]["ood"]
+    moved = golden.differences(was, now)
+    assert [line.split(":")[0] for line in moved] == ["step 3 ce", "ood_acc"]
+    assert "(2 images apart)" in moved[1]
+    message = golden.failure("erm", moved)
+    assert message.startswith("erm: the golden trajectory moved:\n  step 3 ce: ")
+    assert "re-record with `python -m tests.golden`" in message
+    assert "re-measure every results file in docs/results/" in message
