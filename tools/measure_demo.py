@@ -2,10 +2,13 @@
 
     python tools/measure_demo.py --seeds 0 1 2 --target sketch --out docs/results/demo-sketch.json
     python tools/measure_demo.py --seeds 0 1 2 --quick --out docs/results/demo-quick-sketch.json
+    python tools/measure_demo.py --quick --methods kd,adip --views 0 1 4 --out docs/results/views-study.json
 
-Each seed runs `vl2v demo --seed S --json` in its own process, one after another. The file records the commit
-(and whether the tree had uncommitted changes), the CPU, the thread count and the torch build, so a reader can tell
-a different result from a different machine. `tools/render_results.py` renders the README's tables from the files.
+Each seed runs `vl2v demo --seed S --json` in its own process, one after another; with `--views`, once per K
+(`vl2v demo --views K`: K augmented views bought of each image and replayed), the file holding one set of seeds
+per K. The file records the commit (read before the runs, with whether the tree had uncommitted changes), the CPU,
+the thread count and the torch build, so a reader can tell a different result from a different machine.
+`tools/render_results.py` renders the README's and docs' tables and figures from the files.
 """
 
 from __future__ import annotations
@@ -66,28 +69,42 @@ def run_seed(seed: int, demo_args: list[str]) -> dict:
     return result
 
 
+def seeds_of(seeds: list[int], demo_args: list[str]) -> dict[str, dict]:
+    results = {}
+    for seed in seeds:
+        results[str(seed)] = run_seed(seed, demo_args)
+        scores = {m: r["ood_acc"] for m, r in results[str(seed)]["methods"].items()}
+        print(f"{shlex.join(demo_args)} seed {seed}: {json.dumps(scores)}", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", default="sketch")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--methods", help="comma-separated, as `vl2v demo --methods` (default: the demo's)")
+    parser.add_argument("--views", type=int, nargs="+", help="measure each K of `vl2v demo --views K`")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     demo_args = ["--target", args.target, *(["--quick"] if args.quick else [])]
-    seeds = []
-    for seed in args.seeds:
-        seeds.append(run_seed(seed, demo_args))
-        print(f"seed {seed}: {json.dumps({m: r['ood_acc'] for m, r in seeds[-1]['methods'].items()})}", flush=True)
+    demo_args += ["--methods", args.methods] if args.methods else []
+    code = commit()  # the code measured: read before the runs, so a commit made meanwhile is not credited
+    if code["uncommitted_changes"]:
+        print("warning: the tree has uncommitted changes; the file will say so", file=sys.stderr)
     record = {
         "command": "python tools/measure_demo.py " + shlex.join(sys.argv[1:]),
-        "demo": "vl2v demo --seed S --json " + shlex.join(demo_args),
+        "demo": "vl2v demo --seed S --json " + shlex.join(demo_args) + (" --views K" if args.views else ""),
         "measured": datetime.date.today().isoformat(),
-        **commit(),
+        **code,
         "machine": machine(),
         "target": args.target,
         "quick": args.quick,
-        "seeds": {str(s): r for s, r in zip(args.seeds, seeds, strict=True)},
     }
+    if args.views is None:
+        record["seeds"] = seeds_of(args.seeds, demo_args)
+    else:
+        record["views"] = {str(k): {"seeds": seeds_of(args.seeds, [*demo_args, "--views", str(k)])} for k in args.views}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -4,13 +4,15 @@
     python tools/render_results.py --check   # exit 1, naming the file, when a table differs from its results file
 
 A table lives between `<!-- results FILE -->` and `<!-- end results -->`, FILE being a results file written by
-`tools/measure_demo.py`; nothing between the markers is written by hand.
+`tools/measure_demo.py`; nothing between the markers is written by hand. A views study's file also gives its
+figure, FILE with `.png` for `.json`, drawn here from the same numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -63,20 +65,90 @@ def demo_table(record: dict) -> str:
         lines.append(
             f"| {seed} | {100 * r['teacher_zeroshot'][target]:.1f} | " + " | ".join(cells) + f" | {r['wall_s']:.0f} |"
         )
+    return "\n".join([*lines, "", provenance(record)]) + "\n"
+
+
+def provenance(record: dict) -> str:
     m = record["machine"]
-    lines += [
-        "",
+    return (
         f"`{record['command']}` ({record['measured']}, commit {record['commit'][:7]}"
         f"{', with uncommitted changes' if record['uncommitted_changes'] else ''}; {m['cpu']}, "
-        f"{m['torch_threads']} threads, torch {m['torch']}).",
+        f"{m['torch_threads']} threads, torch {m['torch']})."
+    )
+
+
+def views_table(record: dict) -> str:
+    """Per K: images paid and each method's OOD accuracy (mean ± s.e. over seeds, then every seed)."""
+    methods = list(next(iter(next(iter(record["views"].values()))["seeds"].values()))["methods"])
+    names = [NAMES.get(m, m) for m in methods]
+    lines = [
+        "| views K | images paid | " + " | ".join(f"{n} OOD" for n in names) + " | every seed |",
+        "|---|---|" + "---|" * len(methods) + "---|",
     ]
-    return "\n".join(lines) + "\n"
+    for k, study in record["views"].items():
+        runs = list(study["seeds"].values())
+        ood = {m: [r["methods"][m]["ood_acc"] for r in runs] for m in methods}
+        every = "; ".join(NAMES.get(m, m) + " " + " / ".join(f"{100 * v:.1f}" for v in ood[m]) for m in methods)
+        cells = " | ".join(mean_se(ood[m]) for m in methods)
+        lines.append(f"| {k} | {runs[0]['images_paid']} | {cells} | {every} |")
+    return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 
-def render(text: str) -> str:
+def views_chart(record: dict, path: Path) -> None:
+    """OOD accuracy against images paid (log scale), one line per method, bars of one standard error."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    studies = {int(k): list(v["seeds"].values()) for k, v in record["views"].items()}
+    methods = list(next(iter(studies.values()))[0]["methods"])
+    paid = {k: runs[0]["images_paid"] for k, runs in studies.items()}
+    ood = {k: {m: [r["methods"][m]["ood_acc"] for r in runs] for m in methods} for k, runs in studies.items()}
+    width, height, left, bottom, top, right = 720, 420, 70, 60, 40, 120
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=13)
+    values = [v for per_k in ood.values() for vs in per_k.values() for v in vs]
+    low, high = min(values) - 0.02, min(1.0, max(values) + 0.02)
+    span = math.log(max(paid.values())) - math.log(min(paid.values())) or 1.0
+
+    def x(cost: int) -> float:
+        return left + (width - left - right) * (math.log(cost) - math.log(min(paid.values()))) / span
+
+    def y(value: float) -> float:
+        return top + (height - top - bottom) * (1 - (value - low) / (high - low))
+
+    title = f"Demo world{', quick' if record['quick'] else ''}: OOD accuracy ({record['target']}) against images paid"
+    draw.text((left, 10), title, fill="black", font=font)
+    for k, cost in paid.items():
+        draw.line([(x(cost), top), (x(cost), height - bottom)], fill=(230, 230, 230))
+        draw.text((x(cost) - 20, height - bottom + 8), f"K={k}\n{cost}", fill=(80, 80, 80), font=font)
+    for tick in range(int(low * 100) + 1, int(high * 100) + 1, 2):
+        draw.text((10, y(tick / 100) - 7), f"{tick}%", fill=(80, 80, 80), font=font)
+    colours = [(255, 127, 14), (148, 103, 189), (44, 160, 44), (214, 39, 40)]
+    for method, colour in zip(methods, colours, strict=False):
+        points = []
+        for k in sorted(ood):
+            runs = ood[k][method]
+            mean = statistics.fmean(runs)
+            points.append((x(paid[k]), y(mean)))
+            if len(runs) > 1:
+                se = statistics.stdev(runs) / len(runs) ** 0.5
+                draw.line([(x(paid[k]), y(mean - se)), (x(paid[k]), y(mean + se))], fill=colour, width=2)
+        draw.line(points, fill=colour, width=3)
+        draw.text((points[-1][0] + 10, points[-1][1] - 7), NAMES.get(method, method), fill=colour, font=font)
+    image.save(path)
+
+
+def render(text: str, draw: bool = False) -> str:
+    """`text` with every results block rendered from its file; with `draw`, the files' figures written too."""
+
     def table(match: re.Match) -> str:
-        record = json.loads((REPO / match["file"]).read_text())
-        return match[1] + demo_table(record) + match[4]
+        path = REPO / match["file"]
+        record = json.loads(path.read_text())
+        if "views" not in record:
+            return match[1] + demo_table(record) + match[4]
+        if draw:
+            views_chart(record, path.with_suffix(".png"))
+        return match[1] + views_table(record) + match[4]
 
     return BLOCK.sub(table, text)
 
@@ -89,7 +161,7 @@ def main() -> None:
     for name in DOCUMENTS:
         path = REPO / name
         text = path.read_text()
-        rendered = render(text)
+        rendered = render(text, draw=not args.check)
         if rendered != text:
             stale.append(name)
             if not args.check:

@@ -93,6 +93,16 @@ def test_adip_mixes_image_and_text_cosine_distillation():
     assert_close(m.predict(b["images"]), 100.0 * F.normalize(b["images"], dim=1) @ m.text.classes.T)
 
 
+def test_adip_aligns_its_projector_at_its_own_lr_only_when_asked():
+    paper = build("adip", lr="2e-4").stages()
+    assert [group.get("lr", 2e-4) for stage in paper for group in stage.param_groups] == [2e-4, 2e-4]
+    method = build("adip", lr="2e-4", align_lr="3e-3")
+    align, distill = method.stages()
+    assert [g["lr"] for g in align.param_groups] == [3e-3]
+    assert [id(p) for g in align.param_groups for p in g["params"]] == [id(p) for p in method.projector.parameters()]
+    assert [g.get("lr") for g in distill.param_groups] == [None], "stage 2 keeps the method's lr"
+
+
 def test_sd_is_adips_loss_without_a_projector():
     m, b = build("sd", distill_weight="0.25"), batch()
     t_y = m.text.classes[b["labels"]]
@@ -159,6 +169,7 @@ def test_teacher_tensors_never_carry_gradients(name):
         ({"averaging": "ema"}, "averaging must be one of"),
         ({"distill_weight": "2"}, "distill_weight must be in [0, 1]"),
         ({"distill_weight": "much"}, "--set distill_weight=much: expected a float"),
+        ({"align_lr": "0"}, "align_lr must be > 0"),
         ({"bogus": "1"}, "--set bogus: unknown hyper-parameter of AdipHparams; valid: ["),
     ],
 )
