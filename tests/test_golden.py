@@ -37,19 +37,11 @@ def test_the_tolerance_is_wider_than_the_spread_measured_across_kernels_and_thre
     assert spread["largest_accuracy_difference_images"] <= golden.IMAGES
 
 
-def _largest_move(recorded: dict, measured: dict) -> float:
-    return max(
-        abs(now[k] - was[k]) / max(abs(was[k]), 1e-6)
-        for was, now in zip(recorded["steps"], measured["steps"], strict=True)
-        for k in was
-    )
-
-
 def test_a_changed_default_fails_the_golden_trajectory(world_cache, recorded, tmp_path):
     # KD's temperature moved from its default 3 to 3.1, as an edit of KdHparams would.
     measured = golden.trajectory(world_cache, "kd", tmp_path / "kd", temperature="3.1")
     assert golden.differences(recorded["trajectories"]["kd"], measured)
-    assert _largest_move(recorded["trajectories"]["kd"], measured) > 10 * golden.RELATIVE
+    assert golden.largest_moves(recorded["trajectories"]["kd"], measured)[0] > 10 * golden.RELATIVE
 
 
 def test_a_changed_loss_fails_the_golden_trajectory(world_cache, recorded, tmp_path, monkeypatch):
