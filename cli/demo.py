@@ -43,12 +43,13 @@ def demo(
     eval_every: Annotated[int, typer.Option(help=_TRAIN("eval_every"))] = _D.eval_every,
     lr: Annotated[float | None, typer.Option(metavar="LR", help=_H("lr"))] = _D.lr,
     per_class: Annotated[int, typer.Option(help=_H("per_class"))] = _D.per_class,
+    target_per_class: Annotated[int, typer.Option(help=_H("target_per_class"))] = _D.target_per_class,
     context_bias: Annotated[str, typer.Option(metavar="SHARE", help=_H("context_bias"))] = str(_D.context_bias),
     views: Annotated[int, typer.Option(metavar="K", help=_H("views"))] = _D.views,
     budget: Annotated[int | None, typer.Option(help=_H("budget"))] = _D.budget,
     seed: Annotated[int, typer.Option(help=_H("seed"))] = _D.seed,
     workers: Workers = _D.workers,
-    quick: Annotated[bool, flag("quick", "the short version: half the images, 40 steps per stage")] = False,
+    quick: Annotated[bool, flag("quick", "the short version: half the images, 60 steps per stage")] = False,
     json_out: Json = False,
 ) -> None:
     """The whole pipeline on an embedded world, offline.
@@ -70,6 +71,7 @@ def demo(
         eval_every=eval_every,
         lr=lr,
         per_class=per_class,
+        target_per_class=target_per_class,
         context_bias=_share(context_bias),
         views=views,
         budget=budget,

@@ -169,7 +169,10 @@ class ImageFiles(Dataset):
             view = apply_view(image, self.replay.params[row], self.replay.size)
             return PIL_TO_TENSOR(view), sample.label, i, row
         if seed is not None:
-            torch.manual_seed(seed)  # torchvision draws its random parameters from torch's global generator
+            # torchvision draws its random parameters from torch's global CPU generator. Seeding that one alone
+            # gives the same numbers as torch.manual_seed, without its per-call bookkeeping for CUDA (a millisecond
+            # an image where CUDA is installed but not started).
+            torch.default_generator.manual_seed(seed)
             random.seed(seed)
         return self.transform(image), sample.label, i, -1
 

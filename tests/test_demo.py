@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
+from cache.errors import InvalidOption
 from cli.app import app
 from cli.demo_pipeline import DEMO_HPARAMS, _distill_config
 from student.config import DemoConfig
@@ -80,6 +81,20 @@ def test_a_benchmark_for_another_world_replaces_the_files_of_the_last(tmp_path):
         write_benchmark(tmp_path, context_bias=1.5)
 
 
+def test_a_larger_held_out_domain_adds_images_and_keeps_the_first_ones(tmp_path):
+    plain = write_benchmark(tmp_path / "a", per_class=2, seed=3, target="sketch", context_bias=0.9)
+    larger = write_benchmark(tmp_path / "b", per_class=2, seed=3, target="sketch", context_bias=0.9, target_per_class=5)
+    for domain in DOMAINS:
+        names = sorted(p.name for p in (larger / domain / "star").iterdir())
+        assert len(names) == (5 if domain == "sketch" else 2)
+        for name in sorted(p.name for p in (plain / domain / "star").iterdir()):
+            assert (plain / domain / "star" / name).read_bytes() == (larger / domain / "star" / name).read_bytes()
+    assert json.loads((larger / "world.json").read_text())["target_per_class"] == 5
+    assert "target_per_class" not in json.loads((plain / "world.json").read_text()), "an earlier world stays valid"
+    with pytest.raises(InvalidOption, match="target_per_class needs a target"):
+        write_benchmark(tmp_path / "c", per_class=2, target_per_class=5)
+
+
 def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
     methods = {m: MethodScore(0.95, ood, seconds=1.0) for m, ood in [("erm", 0.5), ("kd", 0.6), ("adip", 0.9)]}
     assert gap_closed(0.9, methods) == {"kd": 0.25, "adip": 1.0}
@@ -94,8 +109,11 @@ def test_demo_options_reach_every_distillation():
     assert distill.views == 2
     assert (distill.train.steps, distill.train.batch_size, distill.train.eval_every) == (7, 3, 2)
     by_default = {m: _distill_config(DemoConfig(), m).overrides for m in DemoConfig().methods}
-    assert by_default["kd"] == DEMO_HPARAMS["kd"] and by_default["rise"] == {}, "each method's demo settings by default"
-    assert by_default["adip"]["averaging"] == "none", "SWAD has no room in 100 steps: the best checkpoint instead"
+    averaged = {"averaging": "sma", "sma_start": "75"}  # the second half of 150 steps
+    assert by_default["kd"] == DEMO_HPARAMS["kd"] | averaged, "each method's demo settings by default"
+    assert by_default["rise"] == averaged, "RISE keeps its paper's settings, averaged as every method is"
+    assert all(o["averaging"] == "sma" for o in by_default.values()), "no best-of-two-checkpoints anywhere"
+    assert _distill_config(DemoConfig().quick(), "adip").overrides["sma_start"] == "30", "half of the quick 60 steps"
     quick, full = DemoConfig().quick(), DemoConfig()
     assert quick.per_class < full.per_class and quick.steps < full.steps
 
@@ -130,6 +148,8 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
             "4",
             "--per-class",
             "6",
+            "--target-per-class",
+            "10",
             "--student",
             "test_resnet",
             "--student-weights",
@@ -150,7 +170,7 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
     assert set(summary["methods"]) == {"erm", "kd", "rise", "scmd", "adip"}
     assert all(0 <= r[k] <= 1 for r in summary["methods"].values() for k in ("id_acc", "ood_acc"))
-    assert summary["images_paid"] == len(DOMAINS) * len(CLASSES) * 6
+    assert summary["images_paid"] == (3 * 6 + 10) * len(CLASSES), "every image of the world, the larger target too"
     assert Image.open(tmp_path / "demo.png").size[0] > 100
     assert (tmp_path / "runs" / "adip" / "sketch" / "trial_0" / "model.safetensors").is_file()
     assert _vendors_of(tmp_path) == [], "the vendor must be stopped"
@@ -169,6 +189,8 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
             str(tmp_path),
             "--per-class",
             "6",
+            "--target-per-class",
+            "10",
             "--student",
             "test_resnet",
             "--workers",

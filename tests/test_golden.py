@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import cli.demo_pipeline as demo_pipeline
 import student.methods.adip as adip_module
 import student.trainer as trainer_module
 
@@ -28,6 +29,13 @@ def test_every_method_follows_its_golden_trajectory(method, world_cache, recorde
     measured = golden.trajectory(world_cache, method, tmp_path / method)
     moved = golden.differences(recorded["trajectories"][method], measured)
     assert not moved, golden.failure(method, moved)
+
+
+@pytest.mark.parametrize("name", golden.DEMO)
+def test_every_method_with_the_demos_settings_follows_its_golden_trajectory(name, world_cache, recorded, tmp_path):
+    measured = golden.demo_trajectory(world_cache, name, tmp_path / name)
+    moved = golden.differences(recorded["trajectories"][name], measured)
+    assert not moved, golden.failure(name, moved)
 
 
 def test_the_tolerance_is_wider_than_the_spread_measured_across_kernels_and_threads(recorded):
@@ -73,3 +81,11 @@ def test_the_failure_says_how_to_re_record_and_to_re_measure_the_results_files(r
     assert message.startswith("erm: the golden trajectory moved:\n  step 3 ce: ")
     assert "re-record with `python -m tests.golden`" in message
     assert "re-measure every results file in docs/results/" in message
+
+
+def test_a_changed_demo_setting_fails_the_golden_trajectory(world_cache, recorded, tmp_path, monkeypatch):
+    # The demo's KD learning rate moved from 2.8e-4 to 2.9e-4, as an edit of DEMO_HPARAMS would.
+    monkeypatch.setitem(demo_pipeline.DEMO_HPARAMS, "kd", demo_pipeline.DEMO_HPARAMS["kd"] | {"lr": "2.9e-4"})
+    measured = golden.demo_trajectory(world_cache, "demo-kd", tmp_path / "kd")
+    moved = golden.differences(recorded["trajectories"]["demo-kd"], measured)
+    assert any(line.startswith("step 2 ") for line in moved), moved

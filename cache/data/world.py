@@ -240,9 +240,20 @@ TRAINING_SEED_BASE = 10_000_000
 
 
 def write_benchmark(
-    root: Path, per_class: int = 40, seed: int = 0, *, target: str | None = None, context_bias: float | None = None
+    root: Path,
+    per_class: int = 40,
+    seed: int = 0,
+    *,
+    target: str | None = None,
+    context_bias: float | None = None,
+    target_per_class: int | None = None,
 ) -> Path:
     """The benchmark in DomainBed layout, `root/vl2v_demo/<domain>/<class>/<i>.png`; returns the dataset folder.
+
+    Every domain has `per_class` images of each class, the `target` domain `target_per_class` (None: as many):
+    the held-out domain is only ever evaluated, and a larger one measures out-of-domain accuracy more precisely
+    (320 images give a standard error of about 2.5 points at 70%, 1,280 about 1.3); its first `per_class` images
+    are the same either way.
 
     With `context_bias` None (the default) backgrounds are plain. With a share, every image has a patterned
     background: in every domain but `target`, a share
@@ -257,7 +268,11 @@ def write_benchmark(
     if context_bias is not None and not 0 <= context_bias <= 1:
         raise InvalidOption(f"context_bias must be in [0, 1], got {context_bias}")
     folder = root / "vl2v_demo"
+    if target_per_class is not None and (target is None or target_per_class < 1):
+        raise InvalidOption("target_per_class needs a target domain and must be >= 1")
     world = {"per_class": per_class, "seed": seed, "target": target, "context_bias": context_bias}
+    if target_per_class is not None and target_per_class != per_class:
+        world["target_per_class"] = target_per_class  # absent when equal: earlier worlds stay valid
     recorded = folder / "world.json"
     if folder.exists() and (not recorded.is_file() or json.loads(recorded.read_text()) != world):
         shutil.rmtree(folder)
@@ -265,7 +280,7 @@ def write_benchmark(
         for label, shape in enumerate(CLASSES):
             images = folder / domain / shape
             images.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
+            for i in range((target_per_class or per_class) if domain == target else per_class):
                 path = images / f"{i:04d}.png"
                 if not path.exists():
                     render(

@@ -19,6 +19,7 @@ from ..models import Backbone, timm_student
 
 OPTIMIZERS = ("adam", "sgd")
 AVERAGING = ("none", "swad", "sma")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class Hparams:
     weight_decay: float = 0.0
     momentum: float = 0.9  # SGD only
     lr_decay_at: float | None = None  # fraction of the steps after which lr is multiplied by 0.1
+    # constant (DomainBed's, with lr_decay_at's step if set) or cosine: each stage's lr follows a half cosine from
+    # lr to 0, after a linear warmup over `warmup` of its steps (timm's and most fine-tuning recipes' schedule)
+    lr_schedule: str = "constant"
+    warmup: float = 0.0
     averaging: str = "none"  # none (best source-validation step), swad or sma
     swad_n_converge: int = 3  # SWAD (Cha et al. 2021) defaults
     swad_n_tolerance: int = 6
@@ -83,6 +88,13 @@ class Hparams:
         _check(self.lr > 0, "lr", "must be > 0")
         _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         _check(self.lr_decay_at is None or 0 < self.lr_decay_at < 1, "lr_decay_at", "must be in (0, 1)")
+        _check(self.lr_schedule in SCHEDULES, "lr_schedule", f"must be one of {list(SCHEDULES)}")
+        _check(
+            self.lr_schedule == "constant" or self.lr_decay_at is None,
+            "lr_decay_at",
+            "is a step of the constant schedule: set lr_decay_at=none with lr_schedule=cosine",
+        )
+        _check(0 <= self.warmup < 1, "warmup", "must be in [0, 1)")
         _check(self.swad_n_converge >= 1 and self.swad_n_tolerance >= 1, "swad_n_converge", "must be >= 1")
 
     @classmethod
@@ -102,7 +114,7 @@ class Hparams:
         for key, raw in overrides.items():
             if key not in fields:
                 raise InvalidOption(f"--set {key}: unknown hyper-parameter of {cls.__name__}; valid: {sorted(fields)}")
-            values[key] = _parse(key, raw, fields[key].default)
+            values[key] = _parse(key, raw, fields[key].default, optional="None" in str(fields[key].type))
         return cls(**values)
 
 
@@ -111,8 +123,9 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise InvalidOption(f"hyper-parameter {key} {message}")
 
 
-def _parse(key: str, raw: str, default: object) -> object:
-    if raw.lower() in ("none", "null") and default is None:
+def _parse(key: str, raw: str, default: object, optional: bool = False) -> object:
+    """`raw` as the field's type; none (or null) for a field that may be None, whatever its default."""
+    if raw.lower() in ("none", "null") and (optional or default is None):
         return None
     kind: type[Any] = type(default) if default is not None else float
     try:
