@@ -14,6 +14,7 @@ from .cache_cmd import cache_app
 from .data import data_app
 from .demo import demo
 from .distill import distill_command
+from .export_cmd import export_command
 from .help import CONTEXT, Command, Group
 from .query import query
 from .serve import serve
@@ -37,6 +38,7 @@ for name, command in [
     ("zeroshot", zeroshot),
     ("evaluate", evaluate),
     ("predict", predict),
+    ("export", export_command),
     ("report", report),
     ("sweep", sweep),
 ]:

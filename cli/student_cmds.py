@@ -57,7 +57,10 @@ def zeroshot(
 
 @reports_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="a distill run folder, or one model.safetensors")],
+    run: Annotated[
+        Path,
+        typer.Argument(metavar="RUN", help="a distill run folder, one model.safetensors, or a `vl2v export` .onnx"),
+    ],
     data_dir: Annotated[
         Path, typer.Option(metavar="DIR", help="dataset folder to evaluate on (any domains, same classes)")
     ],
@@ -83,7 +86,11 @@ def evaluate(
 @reports_errors
 def predict(
     run: Annotated[
-        Path, typer.Argument(metavar="RUN", help="a distill run folder (its first model) or one model.safetensors")
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="a distill run folder (its first model), one model.safetensors, or a `vl2v export` .onnx",
+        ),
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="image files")],
     top_k: Annotated[int, typer.Option(metavar="K", help="classes to show per image")] = 3,

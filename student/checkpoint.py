@@ -9,22 +9,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cache.data.prompts import all_prompts
+from cache.errors import UserError
 
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context, Method
 
 MODEL_FILE = "model.safetensors"
+# What a student's metadata holds and how its tensors are named. Students saved before the field was written are
+# of the first format, which this version reads.
+FORMAT = "vl2v-student/1"
+
+
+class StudentFormatError(UserError):
+    """A student file this version of vl2v cannot read: not a student, or written in another format."""
 
 
 def save_student(method: Method, path: Path, meta: dict) -> None:
     """Every tensor of the method (backbone, projector, heads, text embeddings) and, as metadata, how to rebuild it."""
     state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
     meta = meta | {
+        "format": FORMAT,
         "method": method.name,
         "hparams": asdict(method.hparams),
         "context": asdict(method.context),
@@ -36,8 +45,23 @@ def save_student(method: Method, path: Path, meta: dict) -> None:
 
 
 def read_meta(path: Path) -> dict:
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["vl2v"])
+    """The metadata `save_student` wrote.
+
+    Raises:
+        StudentFormatError: `path` is not a vl2v student, or one of a format this version does not read.
+    """
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["vl2v"])
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise StudentFormatError(f"{path} is not a vl2v student ({type(e).__name__}: {e})") from None
+    found = meta.get("format", FORMAT)
+    if found != FORMAT:
+        raise StudentFormatError(
+            f"{path} was written by another version of vl2v (format {found}; this one reads {FORMAT}): "
+            "export it with the vl2v that trained it"
+        )
+    return meta
 
 
 def load_student(path: Path, device: str = "cpu") -> tuple[Method, dict]:

@@ -168,3 +168,28 @@ class DemoConfig:
         """Every image of the world: three source domains and the held-out one, 8 classes each."""
         return 8 * (3 * self.per_class + self.target_per_class)
 
+
+EXPORT_FORMATS = ("onnx", "timm")
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What `vl2v export` was asked to do."""
+
+    run: Path
+    format: str = documented("onnx (one graph, ONNX Runtime) or timm (a folder timm loads as local-dir:)")
+    out: Path = documented("the .onnx file, or the timm folder, to write")
+    quantize: str | None = documented("int8: ONNX Runtime's static quantization (onnx only)", None)
+    push_to_hub: str | None = documented("upload the timm folder to this Hugging Face Hub repository", None)
+    data_dir: Path | None = documented("where the run's images are, if they moved since it trained", None)
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise InvalidOption(f"--format {self.format!r} is not one of {list(EXPORT_FORMATS)}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise InvalidOption(f"--quantize {self.quantize!r} is not one of {list(QUANTIZATIONS)}")
+        if self.quantize is not None and self.format != "onnx":
+            raise InvalidOption("--quantize applies to --format onnx only")
+        if self.push_to_hub is not None and self.format != "timm":
+            raise InvalidOption("--push-to-hub uploads a --format timm folder (the Hub's layout)")

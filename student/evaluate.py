@@ -12,15 +12,17 @@ from cache.data.datasets import DatasetError, open_dataset
 from teacher_service.devices import resolve_device
 from teacher_service.imaging import to_rgb
 
-from .checkpoint import MODEL_FILE, load_student
-from .data import Normalize, Sample, eval_loader, eval_transform
+from .checkpoint import MODEL_FILE
+from .data import Sample, eval_loader, eval_transform
+from .deploy.classifier import open_classifier
 from .results import Evaluation, Prediction
 
 log = logging.getLogger("vl2v.evaluate")
 
 
 def find_models(run: Path) -> list[Path]:
-    """`run` itself if it is a model file, else every model under it (sorted)."""
+    """`run` itself if it is a model file (a `model.safetensors` or an exported `.onnx`), else every model under
+    it (sorted)."""
     if run.is_file():
         return [run]
     models = sorted(run.rglob(MODEL_FILE))
@@ -34,9 +36,9 @@ def evaluate_model(
     model_path: Path, data_dir: Path, *, device: str = "auto", workers: int = 2, batch_size: int = 64
 ) -> Evaluation:
     """Accuracy per domain of the dataset at `data_dir` (the one the student was trained on, or an imagefolder
-    whose class folders carry the same names)."""
-    target = resolve_device(device)
-    method, meta = load_student(model_path, str(target))
+    whose class folders carry the same names). `model_path` may be an exported `.onnx` (ONNX Runtime, CPU)."""
+    classifier = open_classifier(model_path, resolve_device(device))
+    meta = classifier.meta
     try:
         dataset = open_dataset(meta["dataset"], data_dir)
     except DatasetError:
@@ -45,7 +47,7 @@ def evaluate_model(
     unknown = sorted(set(dataset.classes) - set(label_of))
     if unknown:
         raise DatasetError(f"{data_dir}: classes {unknown[:5]} are not among the student's {meta['classes'][:5]}...")
-    transform, normalize = eval_transform(meta["image_size"]), Normalize(tuple(meta["mean"]), tuple(meta["std"]))
+    transform = eval_transform(meta["image_size"])
     accuracy, counts, unreadable = {}, {}, []
     for domain in dataset.domains:
         samples = [
@@ -55,8 +57,7 @@ def evaluate_model(
         for loaded in eval_loader(dataset.root, samples, transform, batch_size, workers):
             unreadable += [samples[i].path for i in loaded.unreadable]
             if loaded.images is not None:
-                logits = method.predict(normalize(loaded.images.to(target)))
-                correct += int((logits.argmax(1).cpu() == loaded.labels).sum())
+                correct += int((classifier(loaded.images).argmax(1) == loaded.labels).sum())
                 total += len(loaded.labels)
         accuracy[domain], counts[domain] = correct / max(total, 1), total
     if unreadable:
@@ -74,18 +75,19 @@ def evaluate_model(
 
 @torch.no_grad()
 def predict_images(model_path: Path, images: list[Path], *, top_k: int = 3, device: str = "auto") -> list[Prediction]:
-    target = resolve_device(device)
-    method, meta = load_student(model_path, str(target))
-    transform, normalize = eval_transform(meta["image_size"]), Normalize(tuple(meta["mean"]), tuple(meta["std"]))
+    """The top-k classes of each image file, by the student in `model_path` (`.safetensors` or `.onnx`)."""
+    classifier = open_classifier(model_path, resolve_device(device))
+    meta = classifier.meta
+    transform = eval_transform(meta["image_size"])
     out = []
     for path in images:
         try:
             with Image.open(path) as image:
-                pixels = normalize(transform(to_rgb(image))[None].to(target))
+                pixels = transform(to_rgb(image))[None]
         except Exception as e:  # noqa: BLE001 (one unreadable file must not cost the others their answer)
             out.append(Prediction(str(path), error=f"cannot read it ({type(e).__name__}: {e})"))
             continue
-        probs = method.predict(pixels).float().softmax(-1)[0].cpu()
+        probs = classifier(pixels).float().softmax(-1)[0]
         values, indices = probs.topk(min(top_k, len(probs)))
         top = tuple((meta["classes"][i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True))
         out.append(Prediction(str(path), top))
