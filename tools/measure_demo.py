@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# What makes one machine compute another's sums: the kernels torch and oneDNN pick, and the thread count. Set, they
+# let one machine measure as an older instruction set would (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2).
+KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
 
 
 def machine() -> dict:
@@ -39,12 +42,14 @@ def machine() -> dict:
         cpu = names[0] if names else cpu
         flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
         cpu += " (AVX-512)" if "avx512f" in flags.split() else ""
+    kernels = {name: os.environ[name] for name in KERNEL_SETTINGS if name in os.environ}
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        **({"kernels": kernels} if kernels else {}),
     }
 
 
