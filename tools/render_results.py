@@ -20,7 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/demo.md")
-BLOCK = re.compile(r"(<!-- results (?P<file>\S+) -->\n)(?P<body>.*?)(<!-- end results -->)", re.S)
+BLOCK = re.compile(
+    r"(<!-- results (?P<file>\S+)(?: vs (?P<other>\S+))? -->\n)(?P<body>.*?)(<!-- end results -->)", re.S
+)
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
 
@@ -70,11 +72,55 @@ def demo_table(record: dict) -> str:
 
 def provenance(record: dict) -> str:
     m = record["machine"]
+    kernels = "".join(f", {k}={v}" for k, v in m.get("kernels", {}).items())
     return (
         f"`{record['command']}` ({record['measured']}, commit {record['commit'][:7]}"
         f"{', with uncommitted changes' if record['uncommitted_changes'] else ''}; {m['cpu']}, "
-        f"{m['torch_threads']} threads, torch {m['torch']})."
+        f"{m['torch_threads']} threads{kernels}, torch {m['torch']})."
     )
+
+
+def spread_table(record: dict, other: dict) -> str:
+    """The same seeds measured twice (another machine, or other kernels): every OOD accuracy of both, how far
+    apart, and whether each method's paired difference to ERM kept its sign."""
+    seeds = [s for s in record["seeds"] if s in other["seeds"]]
+    methods = list(record["seeds"][seeds[0]]["methods"])
+    label = _kernels(other)
+    lines = [
+        "| seed | " + " | ".join(NAMES.get(m, m) for m in methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    apart = []
+    flips = 0
+    for seed in seeds:
+        a, b = record["seeds"][seed]["methods"], other["seeds"][seed]["methods"]
+        cells = []
+        for m in methods:
+            x, y = 100 * a[m]["ood_acc"], 100 * b[m]["ood_acc"]
+            apart.append(abs(x - y))
+            cells.append(f"{x:.1f} / {y:.1f}")
+            if m != "erm" and "erm" in a:
+                flips += (a[m]["ood_acc"] > a["erm"]["ood_acc"]) != (b[m]["ood_acc"] > b["erm"]["ood_acc"])
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    compared = len(seeds) * (len(methods) - 1)
+    lines += [
+        "",
+        f"OOD accuracy as measured / with {label}. The same seed moved by {statistics.fmean(apart):.1f} points on "
+        f"average and {max(apart):.1f} at most; a method's place above or below ERM changed in {flips} of "
+        f"{compared} (seed, method) pairs.",
+        "",
+        provenance(record),
+        "",
+        provenance(other),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _kernels(record: dict) -> str:
+    kernels = record["machine"].get("kernels")
+    if kernels:
+        return ", ".join(f"{k}={v}" for k, v in kernels.items())
+    return f"{record['machine']['cpu']}, {record['machine']['torch_threads']} threads"
 
 
 def views_table(record: dict) -> str:
@@ -144,11 +190,13 @@ def render(text: str, draw: bool = False) -> str:
     def table(match: re.Match) -> str:
         path = REPO / match["file"]
         record = json.loads(path.read_text())
+        if match["other"]:
+            return match[1] + spread_table(record, json.loads((REPO / match["other"]).read_text())) + match[5]
         if "views" not in record:
-            return match[1] + demo_table(record) + match[4]
+            return match[1] + demo_table(record) + match[5]
         if draw:
             views_chart(record, path.with_suffix(".png"))
-        return match[1] + views_table(record) + match[4]
+        return match[1] + views_table(record) + match[5]
 
     return BLOCK.sub(table, text)
 
