@@ -57,7 +57,10 @@ def commit() -> dict:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain"))}
+    # Results files are what this tool writes, not code: one written by an earlier measurement of the same
+    # commit does not make the code measured differ from the commit.
+    changes = git("status", "--porcelain", "--", ".", ":(exclude)docs/results")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(changes)}
 
 
 def run_seed(seed: int, demo_args: list[str]) -> dict:
