@@ -29,9 +29,11 @@ def test_every_results_table_matches_the_results_file_that_measured_it():
     for block in blocks:
         for name in filter(None, (block["file"], block["other"])):
             record = json.loads((REPO / name).read_text())
-            assert record["command"].startswith("python tools/measure_demo.py") and len(record["commit"]) == 40
-            for study in record["views"].values() if "views" in record else [record]:
-                assert len(study["seeds"]) >= 3, "a claim rests on three seeds at least"
+            assert record["command"].startswith(("python tools/measure_demo.py", "python tools/shortcut_probe.py"))
+            assert len(record["commit"]) == 40
+            studies = record["views"].values() if "views" in record else [record]
+            for seeds in (study.get("seeds") or study["shortcut"] for study in studies):
+                assert len(seeds) >= 3, "a claim rests on three seeds at least"
 
 
 def test_a_number_edited_by_hand_is_caught():
@@ -66,9 +68,14 @@ def test_a_views_study_renders_its_table_and_its_figure_from_one_file(tmp_path, 
     monkeypatch.setattr(module, "REPO", tmp_path)
     text = module.render("<!-- results docs/study.json -->\nstale\n<!-- end results -->\n", draw=True)
     lines = text.splitlines()
-    assert lines[1] == "| views K | images paid | KD OOD | VL2V-ADiP OOD | every seed |"
-    assert lines[3] == "| 0 | 640 | 60.0 ± 10.0 | 70.0 ± 10.0 | KD 50.0 / 70.0; VL2V-ADiP 60.0 / 80.0 |"
-    assert lines[4] == "| 4 | 3200 | 60.0 ± 5.0 | 60.0 ± 10.0 | KD 55.0 / 65.0; VL2V-ADiP 50.0 / 70.0 |"
+    assert lines[1] == (
+        "| views K | images paid | KD OOD | KD − K=0, paired | VL2V-ADiP OOD | VL2V-ADiP − K=0, paired | every seed |"
+    )
+    assert lines[3] == "| 0 | 640 | 60.0 ± 10.0 |  | 70.0 ± 10.0 |  | KD 50.0 / 70.0; VL2V-ADiP 60.0 / 80.0 |"
+    assert lines[4] == (
+        "| 4 | 3200 | 60.0 ± 5.0 | 0.0 ± 5.0 (1 of 2 above) | 60.0 ± 10.0 | -10.0 ± 0.0 (0 of 2 above) | "
+        "KD 55.0 / 65.0; VL2V-ADiP 50.0 / 70.0 |"
+    ), "paired by seed against K = 0: KD +5 then -5, ADiP -10 twice"
     assert "commit aaaaaaa; CPU, 2 threads, torch 2.14.1" in text
     figure = tmp_path / "docs" / "study.png"
     assert figure.read_bytes().startswith(b"\x89PNG")
@@ -97,3 +104,50 @@ def test_the_same_seeds_measured_twice_render_side_by_side_with_how_far_they_mov
     assert "with OMP_NUM_THREADS=1. The same seed moved by 2.0 points on average and 4.0 at most" in text
     assert "changed in 1 of 2 (seed, method) pairs" in text, "seed 1: ADiP above ERM, then below"
     assert "2 threads, OMP_NUM_THREADS=1, torch" in text
+
+
+def test_a_shortcut_probe_renders_each_models_accuracy_by_background_and_the_drop(tmp_path, monkeypatch):
+    module = renderer()
+
+    def seed(erm_other: float) -> dict:
+        return {
+            "ood_acc": {"erm": 0.7},
+            "accuracy": {
+                "erm": {"own": 1.0, "random": 0.8, "other": erm_other},
+                "teacher": {"own": 0.95, "random": 0.95, "other": 0.95},
+            },
+        }
+
+    record = {"command": "python tools/shortcut_probe.py --seeds 0 1", "measured": "2026-12-03", "commit": "c" * 40,
+              "uncommitted_changes": False, "machine": {"cpu": "CPU", "torch_threads": 2, "torch": "2.14.1"},
+              "target": "sketch", "shortcut": {"0": seed(0.5), "1": seed(0.7)}}  # fmt: skip
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "probe.json").write_text(json.dumps(record))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    lines = module.render("<!-- results docs/probe.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert lines[3] == "| ERM | 100.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 10.0 | 40.0 ± 10.0 | 70.0 ± 0.0 |"
+    assert lines[4] == "| teacher, zero-shot (demo CLIP) | 95.0 ± 0.0 | 95.0 ± 0.0 | 95.0 ± 0.0 | 0.0 ± 0.0 | – |"
+
+
+def test_the_shortcut_probe_shows_the_same_fresh_shapes_and_changes_only_their_background(monkeypatch):
+    import random
+
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(REPO / "tools"))  # the probe imports measure_demo beside it, as when run
+    spec = importlib.util.spec_from_file_location("shortcut_probe", REPO / "tools" / "shortcut_probe.py")
+    assert spec and spec.loader
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rng = random.Random(0)
+    for label in range(len(probe.PATTERNS)):
+        assert probe.pattern_of("own", label, rng) == label
+        assert all(probe.pattern_of("other", label, rng) != label for _ in range(50)), "never its own pattern"
+    monkeypatch.setattr(probe, "PER_CLASS", 2)
+    sets = probe.probe_images(0, "sketch")
+    labels = sets["own"][1]
+    assert len(labels) == 3 * len(probe.CLASSES) * 2, "the three source domains, never the held-out one"
+    for condition in ("random", "other"):
+        assert sets[condition][1].tolist() == labels.tolist()
+    own, other = (np.asarray(image, dtype=np.int16) for image in (sets["own"][0][0], sets["other"][0][0]))
+    assert own.shape == other.shape and np.abs(own - other).max() > 0, "another background"

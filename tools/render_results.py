@@ -127,16 +127,25 @@ def views_table(record: dict) -> str:
     """Per K: images paid and each method's OOD accuracy (mean ± s.e. over seeds, then every seed)."""
     methods = list(next(iter(next(iter(record["views"].values()))["seeds"].values()))["methods"])
     names = [NAMES.get(m, m) for m in methods]
+    studies = list(record["views"].items())
+    first = studies[0][0]
     lines = [
-        "| views K | images paid | " + " | ".join(f"{n} OOD" for n in names) + " | every seed |",
-        "|---|---|" + "---|" * len(methods) + "---|",
+        "| views K | images paid | "
+        + " | ".join(f"{n} OOD | {n} − K={first}, paired" for n in names)
+        + " | every seed |",
+        "|---|---|" + "---|---|" * len(methods) + "---|",
     ]
-    for k, study in record["views"].items():
+    base = {m: {s: r["methods"][m]["ood_acc"] for s, r in studies[0][1]["seeds"].items()} for m in methods}
+    for k, study in studies:
         runs = list(study["seeds"].values())
         ood = {m: [r["methods"][m]["ood_acc"] for r in runs] for m in methods}
         every = "; ".join(NAMES.get(m, m) + " " + " / ".join(f"{100 * v:.1f}" for v in ood[m]) for m in methods)
-        cells = " | ".join(mean_se(ood[m]) for m in methods)
-        lines.append(f"| {k} | {runs[0]['images_paid']} | {cells} | {every} |")
+        cells = []
+        for m in methods:
+            paired = [r["methods"][m]["ood_acc"] - base[m][s] for s, r in study["seeds"].items() if s in base[m]]
+            above = sum(d > 0 for d in paired)
+            cells += [mean_se(ood[m]), "" if k == first else f"{mean_se(paired)} ({above} of {len(paired)} above)"]
+        lines.append(f"| {k} | {runs[0]['images_paid']} | {' | '.join(cells)} | {every} |")
     return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 
@@ -184,6 +193,27 @@ def views_chart(record: dict, path: Path) -> None:
     image.save(path)
 
 
+def shortcut_table(record: dict) -> str:
+    """Per student (and the teacher): accuracy on fresh source images over their own class's pattern, a random
+    one and another class's, mean ± s.e. over seeds; the drop from own to another's; and the held-out accuracy."""
+    runs = list(record["shortcut"].values())
+    models = list(runs[0]["accuracy"])
+    lines = [
+        "| model | own pattern | random pattern | another class's | own − another's | OOD (" + record["target"] + ") |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        acc = {c: [r["accuracy"][m][c] for r in runs] for c in ("own", "random", "other")}
+        drop = [a - b for a, b in zip(acc["own"], acc["other"], strict=True)]
+        ood = mean_se([r["ood_acc"][m] for r in runs]) if m in runs[0]["ood_acc"] else "–"
+        name = "teacher, zero-shot (demo CLIP)" if m == "teacher" else NAMES.get(m, m)
+        lines.append(
+            f"| {name} | {mean_se(acc['own'])} | {mean_se(acc['random'])} | {mean_se(acc['other'])} | "
+            f"{mean_se(drop)} | {ood} |"
+        )
+    return "\n".join([*lines, "", provenance(record)]) + "\n"
+
+
 def render(text: str, draw: bool = False) -> str:
     """`text` with every results block rendered from its file; with `draw`, the files' figures written too."""
 
@@ -192,6 +222,8 @@ def render(text: str, draw: bool = False) -> str:
         record = json.loads(path.read_text())
         if match["other"]:
             return match[1] + spread_table(record, json.loads((REPO / match["other"]).read_text())) + match[5]
+        if "shortcut" in record:
+            return match[1] + shortcut_table(record) + match[5]
         if "views" not in record:
             return match[1] + demo_table(record) + match[5]
         if draw:
