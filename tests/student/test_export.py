@@ -266,19 +266,33 @@ def test_sd_exports_to_onnx_and_refuses_timm_in_one_line(pacs_cache, tiny_checkp
     assert not (tmp_path / "sd-timm").exists()
 
 
-def test_the_readmes_onnx_snippet_runs_without_vl2v_and_gives_the_runs_answer(runs, tmp_path, pacs_mini):
+def readme_snippets() -> list[str]:
+    """The Python blocks of the README's "Deploying the student" section, in order (ONNX Runtime, then timm)."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("## Deploying the student") :]
-    snippet = section[
-        section.index("```python\n") + len("```python\n") : section.index("\n```", section.index("```python"))
-    ]
+    section = section[: section.index("\n## ")]
+    return [block.split("\n```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+# Neither vl2v nor (for ONNX Runtime) torch can be imported where a snippet runs: it needs neither.
+BLOCKED = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n"
+
+
+@pytest.mark.parametrize("form", ["onnx", "timm"])
+def test_the_readmes_snippets_run_without_vl2v_and_give_the_runs_answer(runs, tmp_path, pacs_mini, form):
+    onnx_snippet, timm_snippet = readme_snippets()
+    snippet = onnx_snippet if form == "onnx" else timm_snippet
     assert len([line for line in snippet.splitlines() if line.strip()]) <= 10
-    export(runs / "adip", "onnx", tmp_path / "adip.onnx")
+    if form == "onnx":
+        export(runs / "adip", "onnx", tmp_path / "adip.onnx")
+        blocked = ("cli", "student", "cache", "teacher_service", "torch")
+    else:
+        export(runs / "adip", "timm", tmp_path / "adip-timm")
+        blocked = ("cli", "student", "cache", "teacher_service")
     photo = some_images(pacs_mini)[0]
     (tmp_path / "photo.jpg").write_bytes(photo.read_bytes())
-    blocked = "import sys\nfor name in ('cli', 'student', 'cache', 'teacher_service', 'torch'):\n"
-    blocked += "    sys.modules[name] = None\n"  # vl2v and torch cannot be imported: the snippet needs neither
-    done = subprocess.run([sys.executable, "-c", blocked + snippet], capture_output=True, text=True, cwd=tmp_path)
+    program = BLOCKED.format(names=blocked) + snippet
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     logits = vl2v_logits(runs / "adip", [photo])
     assert done.stdout.strip() == open_run(runs / "adip").meta["classes"][int(logits.argmax())]
