@@ -8,6 +8,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/vl2v
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY teacher_service ./teacher_service
 COPY cache ./cache
 COPY student ./student

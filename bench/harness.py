@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.schema import image_data_url
 from teacher_service.local import LocalVendor, local_vendor
-from teacher_service.schema import image_data_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PACS_MINI = ROOT.parent / "shared" / "data" / "pacs-mini"

@@ -29,13 +29,13 @@ from cache.client import TeacherClient
 from cache.data.datasets import open_dataset
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
+from common.devices import resolve_device
 from student.data import Normalize, Replay, make_splits, train_loader, train_transform
 from student.knowledge import TeacherKnowledge
 from student.methods import get_method
 from student.methods.base import Context
 from student.models import timm_student
 from student.trainer import embedding_rows, mixed_precision, model_input
-from teacher_service.devices import resolve_device
 
 
 def build(args, cache_dir: Path):

@@ -19,7 +19,7 @@ import numpy as np
 import requests
 import urllib3
 
-from teacher_service.schema import (
+from common.schema import (
     API_PREFIX,
     IDEMPOTENCY_HEADER,
     REPLAYED_HEADER,

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from teacher_service.imaging import to_rgb
-from teacher_service.schema import image_data_url
+from common.imaging import to_rgb
+from common.schema import image_data_url
 
 from .client import (
     Embedded,

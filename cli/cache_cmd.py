@@ -15,7 +15,7 @@ from cache.errors import InvalidOption
 from cache.export import FORMATS, export_npz
 from cache.inspect import CacheInfo, cache_info, verify_cache
 from cache.store import SCHEMA_VERSION, EmbeddingCache
-from teacher_service.schema import UsageReport
+from common.schema import UsageReport
 
 from . import exit_codes
 from .errors import reports_errors, say, stdout

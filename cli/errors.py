@@ -23,7 +23,7 @@ from cache.client import QuotaExhausted, VendorAuthError, VendorError, VendorUnr
 from cache.data.datasets import DatasetError
 from cache.errors import UserError
 from cache.store import CacheError
-from teacher_service.settings import ConfigError, one_line
+from common.errors import ConfigError, one_line
 
 from . import exit_codes
 

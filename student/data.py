@@ -22,7 +22,7 @@ from cache.data.datasets import Dataset as DomainDataset
 from cache.errors import InvalidOption
 from cache.store import CacheError
 from cache.views import ViewParams, apply_view
-from teacher_service.imaging import to_rgb
+from common.imaging import to_rgb
 
 HOLDOUT = 0.2
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from cache.data.datasets import DatasetError, open_dataset
-from teacher_service.devices import resolve_device
-from teacher_service.imaging import to_rgb
+from common.devices import resolve_device
+from common.imaging import to_rgb
 
 from .checkpoint import MODEL_FILE
 from .data import Sample, eval_loader, eval_transform

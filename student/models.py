@@ -14,7 +14,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from cache.errors import InvalidOption
-from teacher_service.weights import create_clip, embedding_dim_of, image_size_of
+from common.weights import create_clip, embedding_dim_of, image_size_of
 
 from . import hub
 from .weights import DEFAULT_PACKAGE, PACKAGED, PYPI, WeightsError, offline_weights_for, packaged

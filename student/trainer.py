@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cache.errors import InvalidOption, UserError
-from teacher_service.devices import resolve_device
+from common.devices import resolve_device
 
 from .averaging import NoAveraging, State, apply_average, averager, snapshot
 from .config import TrainConfig

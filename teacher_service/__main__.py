@@ -11,8 +11,10 @@ import sys
 
 from pydantic import ValidationError
 
+from common.errors import ConfigError, one_line
+
 from .server import ServeFailed, serve
-from .settings import ConfigError, Settings, one_line
+from .settings import Settings
 
 
 def main() -> int:

@@ -12,13 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from common.schema import EmbeddingRequest
+
 from .billing import BillingStore, open_billing
 from .errors import ApiError, invalid_body
 from .metrics import Metrics
 from .middleware import RequestContext
 from .routes import embeddings, health, models, usage
 from .runtime import EncoderFactory, ServiceState, Teacher, load_encoder
-from .schema import EmbeddingRequest
 from .settings import Settings
 
 log = logging.getLogger("vl2v.teacher")

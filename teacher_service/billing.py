@@ -30,10 +30,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import ConfigError
+
 from .errors import IdempotencyConflict, IdempotencyMismatch, InsufficientQuota
 from .ledger_db import BillingMissing, Cursor, Database, connect
 from .ratelimit import Bucket
-from .settings import ApiKey, ConfigError, Settings
+from .settings import ApiKey, Settings
 
 log = logging.getLogger("vl2v.teacher")
 

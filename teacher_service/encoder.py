@@ -15,9 +15,9 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from .devices import resolve_device
-from .settings import ConfigError
-from .weights import WeightsSource, create_clip, embedding_dim_of, image_size_of
+from common.devices import resolve_device
+from common.errors import ConfigError
+from common.weights import WeightsSource, create_clip, embedding_dim_of, image_size_of
 
 log = logging.getLogger("vl2v.teacher")
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from common.imaging import ACCEPTED_MIME, UnreadableImage, mime_matches, to_rgb
+
 from .errors import InvalidInput, PayloadTooLarge
-from .imaging import ACCEPTED_MIME, UnreadableImage, mime_matches, to_rgb
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,", re.ASCII)
 MAX_ASPECT_RATIO = 20

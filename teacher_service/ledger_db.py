@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from common.errors import ConfigError
+
 from . import database_url
 from .errors import BillingUnavailable
-from .settings import ConfigError
 
 log = logging.getLogger("vl2v.teacher")
 

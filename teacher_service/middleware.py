@@ -9,9 +9,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.schema import REQUEST_ID_HEADER
+
 from .errors import PayloadTooLarge
 from .metrics import Metrics
-from .schema import REQUEST_ID_HEADER
 
 log = logging.getLogger("vl2v.teacher.access")
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import socket
 
-from .settings import ConfigError, Settings
+from common.errors import ConfigError
+
+from .settings import Settings
 
 log = logging.getLogger("vl2v.teacher")
 
@@ -28,9 +30,10 @@ def serve(settings: Settings) -> None:
     try:
         import uvicorn
 
+        from common.weights import resolve_source
+
         from .app import create_app
         from .billing import open_billing
-        from .weights import resolve_source
 
         resolve_source(settings.model, settings.pretrained, settings.allow_random_weights)
         store = open_billing(settings)

@@ -9,22 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigError
 
 log = logging.getLogger("vl2v.teacher")
 
 MAX_BALANCE = 1e9  # in the price currency; balances are int64 nano-units, which hold about 9.2e9
 MAX_PRICE = 1e6
-
-
-class ConfigError(ValueError):
-    """A setting has a value the service cannot run with; the message names the setting."""
-
-
-def one_line(error: ValidationError) -> str:
-    """Pydantic's report of invalid settings as one line: `field: problem; field: problem`."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
 
 
 @dataclass(frozen=True)

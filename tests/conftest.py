@@ -20,11 +20,11 @@ import requests
 import torch
 from safetensors.torch import save_file
 
+from common.weights import register_packaged_configs
 from teacher_service.app import create_app
 from teacher_service.local import free_port
 from teacher_service.runtime import EncoderFactory, load_encoder
 from teacher_service.settings import Settings
-from teacher_service.weights import register_packaged_configs
 
 from .generated_data import write_pacs_like
 from .postgres import INSTALL, PostgresServer, postgres_bin, postgres_server

@@ -24,11 +24,11 @@ from pathlib import Path
 from cache.client import TeacherClient
 from cache.data.world import write_benchmark
 from cache.query import QueryConfig, run_query
+from common.weights import verified_demo_weights
 from student.config import DistillConfig, TrainConfig
 from student.run import distill
 from student.trainer import Progress
 from teacher_service.settings import Settings
-from teacher_service.weights import verified_demo_weights
 from tools.measure_demo import machine
 
 GOLDEN = Path(__file__).with_name("golden.json")

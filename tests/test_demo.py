@@ -20,10 +20,10 @@ from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, ren
 from cache.errors import InvalidOption
 from cli.app import app
 from cli.demo_pipeline import DEMO_HPARAMS, _distill_config
+from common.weights import verified_demo_weights
 from student.config import DemoConfig
 from student.results import MethodScore, gap_closed
 from teacher_service.encoder import ClipEncoder
-from teacher_service.weights import verified_demo_weights
 
 
 def test_the_world_is_deterministic_and_its_styles_differ():

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, STYLE_WORDS, STYLES, TRAINING_SEED_BASE, render
-from teacher_service.weights import register_packaged_configs
+from common.weights import register_packaged_configs
 
 ARCHITECTURE = "vl2v-demo"
 SHIPPED = Path(__file__).resolve().parents[1] / "teacher_service" / "demo" / "vl2v-demo"  # where the vendor loads it

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from cache.errors import UserError
-from teacher_service.imaging import to_rgb
+from common.imaging import to_rgb
 
 from ..config import ExportConfig
 from ..data import Sample, eval_transform

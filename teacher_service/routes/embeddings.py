@@ -22,13 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from ..batcher import Ticket
-from ..billing import NANOS, Account, Charge, StoredResponse, check_affordable, replica_name, to_nanos
-from ..deps import AccountDep, StateDep, TeacherDep
-from ..errors import InvalidInput, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout, invalid_body
-from ..faults import cut_off
-from ..runtime import ServiceState, Teacher
-from ..schema import (
+from common.schema import (
     API_PREFIX,
     BALANCE_HEADER,
     COST_HEADER,
@@ -42,6 +36,13 @@ from ..schema import (
     encode_vector,
     error_responses,
 )
+
+from ..batcher import Ticket
+from ..billing import NANOS, Account, Charge, StoredResponse, check_affordable, replica_name, to_nanos
+from ..deps import AccountDep, StateDep, TeacherDep
+from ..errors import InvalidInput, InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout, invalid_body
+from ..faults import cut_off
+from ..runtime import ServiceState, Teacher
 
 router = APIRouter(prefix=API_PREFIX, tags=["embeddings"])
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from common.schema import API_PREFIX, ModelCard, ModelList, Pricing, error_responses
+
 from ..deps import AccountDep, StateDep, TeacherDep
-from ..schema import API_PREFIX, ModelCard, ModelList, Pricing, error_responses
 
 router = APIRouter(prefix=API_PREFIX, tags=["models"])
 

@@ -6,9 +6,10 @@ import asyncio
 
 from fastapi import APIRouter
 
+from common.schema import API_PREFIX, UsageReport, error_responses
+
 from ..billing import NANOS
 from ..deps import AccountDep, StateDep
-from ..schema import API_PREFIX, UsageReport, error_responses
 
 router = APIRouter(prefix=API_PREFIX, tags=["usage"])
 

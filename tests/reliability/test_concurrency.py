@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import requests
 
+from common.schema import COST_HEADER, IDEMPOTENCY_HEADER, REPLAYED_HEADER
 from student.config import DistillConfig, TrainConfig
 from student.run import distill
 from teacher_service.billing import NANOS
-from teacher_service.schema import COST_HEADER, IDEMPOTENCY_HEADER, REPLAYED_HEADER
 
 from ..conftest import TINY, run_service, wait_until
 from ..query_runs import assert_paid_once, paid_images, read_until, slow_encoder, spawn_query

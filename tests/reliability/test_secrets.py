@@ -14,10 +14,10 @@ from urllib.parse import quote
 
 import pytest
 
+from common.errors import ConfigError
 from teacher_service import database_url
 from teacher_service.billing import open_billing
 from teacher_service.local import free_port
-from teacher_service.settings import ConfigError
 
 from ..conftest import run_service
 

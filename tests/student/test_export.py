@@ -17,10 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cli.exit_codes import ERROR
+from common.imaging import to_rgb
 from student.checkpoint import load_student
 from student.data import Normalize, eval_transform
 from student.deploy.run_folder import check_images, open_run
-from teacher_service.imaging import to_rgb
 
 from .test_distill import distill_cli, run_cli
 

@@ -12,9 +12,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from cli.exit_codes import ERROR
+from common.imaging import to_rgb
 from student.data import ImageFiles, Sample
 from student.methods.erm import ERM
-from teacher_service.imaging import to_rgb
 
 from .test_distill import distill_args, distill_cli, run_cli
 

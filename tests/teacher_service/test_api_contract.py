@@ -7,14 +7,14 @@ import concurrent.futures
 import numpy as np
 import pytest
 
-from teacher_service.billing import NANOS
-from teacher_service.schema import (
+from common.schema import (
     BALANCE_HEADER,
     COST_HEADER,
     REQUEST_ID_HEADER,
     decode_vector,
     image_data_url,
 )
+from teacher_service.billing import NANOS
 
 
 def image(data: bytes, mime: str = "image/jpeg") -> dict:

@@ -13,8 +13,8 @@ import stat
 import numpy as np
 import pytest
 
+from common.schema import encode_vector
 from teacher_service.billing import BILLING_DB, SECRET_FILE, BillingMissing, open_billing
-from teacher_service.schema import encode_vector
 
 from ..conftest import BACKENDS, run_service
 from .test_api_contract import embed, image

@@ -6,8 +6,8 @@ import typer
 
 from cli import exit_codes
 from cli.errors import reports_errors
-from teacher_service.devices import resolve_device
-from teacher_service.settings import ConfigError
+from common.devices import resolve_device
+from common.errors import ConfigError
 
 
 def test_auto_is_the_gpu_when_there_is_one_and_the_cpu_otherwise(monkeypatch):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from common.errors import ConfigError
+from common.weights import RandomWeightsRefused, resolve_source
 from teacher_service.encoder import ClipEncoder
-from teacher_service.settings import ConfigError
-from teacher_service.weights import RandomWeightsRefused, resolve_source
 
 from ..conftest import TINY, make_tiny_checkpoint
 

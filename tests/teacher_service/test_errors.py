@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
+from common.schema import image_data_url
 from teacher_service.runtime import load_encoder
-from teacher_service.schema import image_data_url
 
 from ..conftest import run_service
 from .test_api_contract import embed, image

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from common.schema import decode_vector
 from teacher_service.runtime import load_encoder
-from teacher_service.schema import decode_vector
 
 from ..conftest import BACKENDS, run_service
 from .test_api_contract import embed, image

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from teacher_service.imaging import UnreadableImage, to_rgb
-from teacher_service.schema import decode_vector
+from common.imaging import UnreadableImage, to_rgb
+from common.schema import decode_vector
 
 from .test_api_contract import embed, image
 from .test_errors import assert_error

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from teacher_service.settings import ApiKey, ConfigError, Settings, parse_api_keys
+from common.errors import ConfigError
+from teacher_service.settings import ApiKey, Settings, parse_api_keys
 
 
 def test_keys_parse_from_the_documented_env_format():

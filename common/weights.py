@@ -20,7 +20,7 @@ from typing import Any
 import open_clip
 import torch
 
-from .settings import ConfigError
+from common.errors import ConfigError
 
 log = logging.getLogger("vl2v.teacher")
 
@@ -34,7 +34,7 @@ DEMO = "demo"  # `--model demo`: the small CLIP shipped with vl2v, trained on th
 
 def verified_demo_weights() -> Path:
     """The packaged demo teacher's folder, after checking its weights against the shipped sha256."""
-    folder = Path(str(resources.files("teacher_service") / "demo" / "vl2v-demo"))
+    folder = Path(str(resources.files("common") / "demo" / "vl2v-demo"))
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
         raise ConfigError(
@@ -55,7 +55,7 @@ class RandomWeightsRefused(ConfigError):
 @cache
 def register_packaged_configs() -> None:
     """Make the architectures shipped with vl2v (`vl2v-tiny`, ...) loadable by name, once per process."""
-    open_clip.add_model_config(Path(str(resources.files("teacher_service") / "model_configs")))
+    open_clip.add_model_config(Path(str(resources.files("common") / "model_configs")))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .settings import ConfigError
+from common.errors import ConfigError
 
 
 def resolve_device(device: str) -> torch.device:
