@@ -10,36 +10,11 @@ from the vocabulary file open_clip ships (`bpe_simple_vocab_16e6.txt.gz`), so no
 
 from __future__ import annotations
 
-import gzip
-import json
 import sys
 from pathlib import Path
 
-
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's (and GPT-2's) reversible map of bytes to printable characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, codes), strict=True))
-
-
-def write_tokenizer_files(bpe_gz: Path, out: Path) -> tuple[Path, Path]:
-    """vocab.json and merges.txt in CLIP's order: bytes, bytes + '</w>', the merges, then the two specials."""
-    merges = gzip.decompress(bpe_gz.read_bytes()).decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    pairs = [tuple(m.split()) for m in merges]
-    vocab = list(bytes_to_unicode().values())
-    vocab += [v + "</w>" for v in vocab] + ["".join(p) for p in pairs] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab_file, merges_file = out / "vocab.json", out / "merges.txt"
-    vocab_file.write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
-    merges_file.write_text("#version: 0.2\n" + "\n".join(" ".join(p) for p in pairs) + "\n")
-    return vocab_file, merges_file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from hf_clip_folder import write_tokenizer_files  # noqa: E402  (the tokenizer both folders use)
 
 
 def main() -> None:

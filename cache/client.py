@@ -32,6 +32,7 @@ from common.schema import (
 )
 
 from .errors import InvalidOption
+from .pricing import Price, PriceModel
 from .store import NORM_TOLERANCE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -124,6 +125,14 @@ class TeacherClient:
     def model(self) -> dict:
         """The served model card (`GET /v1/models`, first entry)."""
         return ModelList.model_validate(self._request("GET", f"{API_PREFIX}/models").json()).data[0].model_dump()
+
+    def price_of(self, card: dict) -> PriceModel:
+        """The vendor's price model, as its card publishes it."""
+        return Price.of(card["pricing"])
+
+    def probe(self) -> tuple[dict, Embedded] | None:
+        """vl2v's vendor publishes a weights fingerprint: no probe to buy."""
+        return None
 
     def usage(self) -> UsageReport:
         """This key's account at the vendor: balance, spend and counts (`GET /v1/usage`)."""

@@ -53,6 +53,7 @@ class CacheInfo:
             "cost": totals.cost,
             "requests": totals.requests,
             "replayed_requests": totals.replayed_requests,
+            "probe_cost": totals.probe_cost,
             "skipped": self.skipped,
         }
 
@@ -72,7 +73,7 @@ def cache_info(cache: EmbeddingCache) -> CacheInfo:
         cache=str(cache.path),
         dataset=dataset.get("name"),
         data_root=dataset.get("root"),
-        teacher={k: teacher.get(k) for k in ("id", "url", "fingerprint", "embedding_dim", "precision")},
+        teacher={k: teacher.get(k) for k in ("id", "vendor", "url", "fingerprint", "embedding_dim", "precision")},
         images=counts["image"],
         views=counts["views"],
         texts=counts["text"],

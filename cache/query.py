@@ -46,6 +46,7 @@ from .client import (
 from .data.datasets import Dataset, DatasetError, ImageFile, open_dataset
 from .data.prompts import all_prompts
 from .errors import InvalidOption
+from .pricing import PriceModel, estimated_tokens, image_size
 from .selection import priority_order
 from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
 from .views import render_view, view_params
@@ -74,6 +75,7 @@ class QueryConfig:
     data_dir: Path
     cache_dir: Path
     budget: int | None = None  # paid images recorded in the cache's ledger, cumulative; None: no cap
+    max_spend: float | None = None  # money in the cache's ledger (the vendor's currency), cumulative; None: no cap
     select: str = "stratified"
     seed: int = 0
     exclude_domains: tuple[str, ...] = ()
@@ -87,6 +89,8 @@ class QueryConfig:
     def __post_init__(self) -> None:
         if self.budget is not None and self.budget < 0:
             raise InvalidOption(f"--budget must be >= 0, got {self.budget}")
+        if self.max_spend is not None and not 0 <= self.max_spend < float("inf"):
+            raise InvalidOption(f"--max-spend must be a finite amount >= 0, got {self.max_spend}")
         if not 1 <= self.batch_size <= 1024:
             raise InvalidOption(f"--batch-size must be in [1, 1024], got {self.batch_size}")
         if self.concurrency < 1:
@@ -110,7 +114,8 @@ class QueryReport:
     already_cached: int = 0  # selected files whose embedding was cached before this run
     duplicates: int = 0  # files identical to one already bought or queued
     skipped: int = 0  # files skipped in this run (undecodable here, or rejected by the vendor)
-    cost: float = 0.0  # spent in this run
+    cost: float = 0.0  # spent in this run (a dry run: its estimate, prompts on estimated tokens)
+    images_cost: float = 0.0  # a dry run: what its images will cost, from each one's size (exact)
     replayed_requests: int = 0
     unrecovered_images: int = 0  # possibly paid in an earlier run, given up in this one (in `cost` at list price)
     budget_used_before: int = 0  # paid images in the cache's ledger when this run started
@@ -119,6 +124,7 @@ class QueryReport:
     unbought: int = 0  # selected files left unbought because the budget ran out
     currency: str = ""
     stopped: str | None = None  # why the run ended early, if it did
+    capped: str | None = None  # the money cap ended the buying (a normal end, as the image budget's)
     started: float = field(default_factory=time.monotonic)
     dry_run: bool = False
     by_domain: dict[str, int] = field(default_factory=dict)  # images bought (or to buy, dry run) per domain
@@ -148,6 +154,7 @@ class _Item:
     path: str
     domain: str
     url: str = ""  # the data URL sent for it
+    pixels: tuple[int, int] = (0, 0)  # the width and height of what is sent: what per-pixel and tile prices read
     problem: str | None = None
     view: int = 0
     params: str = ""  # an augmented view's parameters (JSON)
@@ -173,6 +180,7 @@ class _Batch:
     body: bytes
     resumed: bool = False  # left pending by an earlier run: any replay of it answers what that run paid
     sent_at: float | None = None  # when an earlier run sent it
+    cost: float = 0.0  # what it will cost at the vendor's prices, while it is in flight
 
 
 @dataclass(frozen=True)
@@ -208,23 +216,36 @@ def run_query(
     if unknown:
         raise DatasetError(f"--exclude-domain {unknown} not among the domains {list(dataset.domains)}")
     card = client.model()
-    teacher = {"url": client.url, **card}
+    price = client.price_of(card)
     report = QueryReport(
         dataset=dataset.name,
         teacher=card["id"],
         budget=config.budget,
         dry_run=dry_run,
-        currency=card["pricing"]["currency"],
+        currency=price.currency,
     )
     if dry_run:
-        return _plan(config, dataset, card, report)
+        return _plan(config, dataset, price, int(card["image_size"][0]), report)
+    probe = client.probe()  # a vendor without a fingerprint: its identity, bought once per run
+    if probe is not None:
+        card = client.model() | {"probe": probe[0]}
+    teacher = {"url": client.url, **card}
     with EmbeddingCache.open(config.cache_dir, write=True, wait=config.wait_for_writer) as cache:
+        if probe is not None:
+            bill = probe[1]
+            cache.record_probe(
+                LedgerRow(
+                    bill.request_id, f"probe-{time.time_ns()}", 1, 1, bill.tokens, bill.cost, time.time(), kind="probe"
+                )
+            )
+            report.cost += bill.cost
         cache.bind_teacher(teacher)
         cache.bind_dataset(dataset.describe())
-        return _Job(config, dataset, card, cache, client, report, on_progress, stop or threading.Event()).run()
+        job = _Job(config, dataset, card, cache, client, report, on_progress, stop or threading.Event(), price)
+        return job.run()
 
 
-def _plan(config: QueryConfig, dataset: Dataset, card: dict, report: QueryReport) -> QueryReport:
+def _plan(config: QueryConfig, dataset: Dataset, price: PriceModel, side: int, report: QueryReport) -> QueryReport:
     """What a run would buy and cost, reading the cache (if any) without writing to it."""
     try:
         cache = EmbeddingCache.open(config.cache_dir)
@@ -237,16 +258,16 @@ def _plan(config: QueryConfig, dataset: Dataset, card: dict, report: QueryReport
         report.texts_to_buy = len(prompts)
         skips = set(cache.skipped()) if cache else set()
         order = priority_order(dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
-        found = _inspect_all(order, dataset.root, cache, skips, config.read_workers, _Views(config.views, None))
+        found = _inspect_all(order, dataset.root, cache, skips, config.read_workers, _Views(config.views, None, side))
         selection = _select(found, _budget_left(config.budget, report.budget_used))
+        images_cost = 0.0
         for units, status in _counted(selection, len(order), report, bought=set()):
             if status == BUY:
                 report.by_domain[units[0].domain] = report.by_domain.get(units[0].domain, 0) + len(units)
+                images_cost += sum(price.image_cost(*u.pixels) for u in units)
             report.skipped += status == SKIP
-        pricing = card["pricing"]
-        report.cost = (
-            report.to_buy * pricing["per_image"] + _estimated_tokens(prompts) * pricing["per_1k_tokens"] / 1000
-        )
+        report.images_cost = round(images_cost, 12)
+        report.cost = round(images_cost + price.text_cost(_estimated_tokens(prompts)), 12)
     finally:
         if cache is not None:
             cache.close()
@@ -254,7 +275,7 @@ def _plan(config: QueryConfig, dataset: Dataset, card: dict, report: QueryReport
 
 
 def _estimated_tokens(prompts: list[str]) -> int:
-    return sum(len(p.split()) + 2 for p in prompts)  # an estimate: the vendor's tokenizer decides
+    return sum(estimated_tokens(p) for p in prompts)  # an estimate: the vendor's tokenizer decides
 
 
 BUY, CACHED, DUPLICATE, SKIP = "buy", "cached", "duplicate", "skip"
@@ -319,6 +340,7 @@ class _Views:
 
     count: int
     size: int | None
+    side: int = 0  # the side views are rendered at, also when they are only counted (for their price)
 
 
 def _inspect_all(
@@ -362,18 +384,21 @@ def _inspect(
         return [_Item(key, f.path, f.domain, problem=f"undecodable here: {type(e).__name__}: {e}")]
     if not mime.startswith("image/"):
         return [_Item(key, f.path, f.domain, problem=f"unsupported image format {mime or 'unknown'}")]
-    units = [_Item(key, f.path, f.domain, url=image_data_url(data, mime) if views.size else "")] if clean else []
+    url = image_data_url(data, mime) if views.size else ""
+    units = [_Item(key, f.path, f.domain, url=url, pixels=image.size)] if clean else []
+    side = views.size or views.side
     for v in wanted:
         params = view_params(key, v)
         url = image_data_url(render_view(picture, params, views.size), "image/png") if picture and views.size else ""
-        units.append(_Item(key, f.path, f.domain, url=url, view=v, params=params.to_json()))
+        units.append(_Item(key, f.path, f.domain, url=url, pixels=(side, side), view=v, params=params.to_json()))
     return units
 
 
 def _from_meta(meta: dict, url: str) -> _Item:
     return _Item(
-        meta["key"], meta["path"], meta["domain"], url=url, view=meta.get("view", 0), params=meta.get("params", "")
-    )
+        meta["key"], meta["path"], meta["domain"], url=url, pixels=image_size(url), view=meta.get("view", 0),
+        params=meta.get("params", ""),
+    )  # fmt: skip
 
 
 def _image_input(url: str) -> dict:
@@ -393,8 +418,13 @@ class _Job:
         report: QueryReport,
         on_progress: Callable[[QueryReport], None],
         stop: threading.Event,
+        price: PriceModel,
     ) -> None:
         self.config, self.dataset, self.card, self.cache, self.client = config, dataset, card, cache, client
+        self.price = price
+        self.in_flight_cost = 0.0  # what the requests in flight will cost, at the vendor's prices
+        self.spent_before = cache.totals().cost - report.cost  # the ledger's money before this run
+        self.capped = False  # the money cap stopped the buying
         self.report, self.on_progress = report, on_progress
         self.bought: set[str] = set()  # image keys this run paid for (recovered ones included)
         self.model, self.dim = card["id"], int(card["embedding_dim"])
@@ -418,7 +448,7 @@ class _Job:
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self._refresh_totals()
-        if self._stopping():
+        if self._stopping() and self.stop_reason is not None:  # not the money cap: that is a normal end
             raise QueryStopped(self.stop_reason or "stopped", self.report, self.stop_error)
         return self.report
 
@@ -467,7 +497,8 @@ class _Job:
         if body is not None:
             inputs = json.loads(body)["input"]
             items = [_from_meta(m, i["image"]) for m, i in zip(meta, inputs, strict=True)]
-            return _Batch(key, items, inputs, body, resumed=True, sent_at=request.get("sent_at"))
+            cost = self._images_cost(items)
+            return _Batch(key, items, inputs, body, resumed=True, sent_at=request.get("sent_at"), cost=cost)
         # Before schema v3 no body was kept (nor were views bought): rebuild it from the files, if they are still
         # what was sent.
         size = _Views(0, int(self.card["image_size"][0]))
@@ -475,7 +506,7 @@ class _Job:
         if any(i.problem or i.key != m["key"] for i, m in zip(items, meta, strict=True)):
             return None
         inputs = [_image_input(i.url) for i in items]
-        return _Batch(key, items, inputs, request_body(self.model, inputs), resumed=True)
+        return _Batch(key, items, inputs, request_body(self.model, inputs), resumed=True, cost=self._images_cost(items))
 
     def _expired(self, sent_at: float | None) -> bool:
         """Whether a request sent at `sent_at` is older than the vendor keeps its answers for free replay."""
@@ -484,12 +515,11 @@ class _Job:
 
     def _give_up(self, requests: dict[str, dict], why: str) -> None:
         """Pending requests that cannot be recovered: each becomes an "unrecovered" ledger row at list price."""
-        pricing = self.card["pricing"]
         rows = []
         for key, request in requests.items():
             images, prompts = len(request.get("items", [])), request.get("prompts", [])
             tokens = _estimated_tokens(prompts)
-            cost = images * pricing["per_image"] + tokens * pricing["per_1k_tokens"] / 1000
+            cost = images * self.price.max_image_cost() + self.price.text_cost(tokens)
             rows.append(
                 LedgerRow("", key, images, len(prompts), tokens, round(cost, 9), time.time(), kind="unrecovered")
             )
@@ -506,7 +536,7 @@ class _Job:
             sum(r.texts for r in rows),
             why,
             cost,
-            pricing["currency"],
+            self.price.currency,
             images,
         )
 
@@ -520,6 +550,8 @@ class _Job:
             if self._stopping():
                 return
             batch = prompts[start : start + self.config.batch_size]
+            if not self._affordable(self.price.text_cost(_estimated_tokens(batch))):
+                return
             key, body = self._idempotency_key("texts", batch), request_body(self.model, batch)
             self.cache.add_pending(key, self._pending_record("texts", prompts=batch), body)
             self._commit_texts(batch, key, self._send(body, key, batch), resumed=False)
@@ -555,9 +587,40 @@ class _Job:
             cache.add_paths({k: v for k, v in found.items() if cache.has_image(k)})
 
     def _new_batch(self, items: list[_Item]) -> _Batch:
+        items = self._within_spend(items)
         inputs = [_image_input(i.url) for i in items]
         key = self._idempotency_key("images", [i.unit for i in items])
-        return _Batch(key, items, inputs, request_body(self.model, inputs))
+        return _Batch(key, items, inputs, request_body(self.model, inputs), cost=self._images_cost(items))
+
+    def _images_cost(self, items: list[_Item]) -> float:
+        """What `items` cost at the vendor's prices (per image, tiles, pixels: from each image's own size)."""
+        return sum(self.price.image_cost(*i.pixels) for i in items)
+
+    def _within_spend(self, items: list[_Item]) -> list[_Item]:
+        """The first of `items` the money cap still pays for (all of them without a cap); the run stops after."""
+        if self.config.max_spend is None:
+            return items
+        keep: list[_Item] = []
+        more = 0.0
+        for item in items:
+            cost = self.price.image_cost(*item.pixels)
+            if not self._affordable(more + cost, quiet=True):
+                break
+            keep.append(item)
+            more += cost
+        if len(keep) < len(items):
+            self._affordable(float("inf"))  # stops the run, saying why
+        return keep
+
+    def _affordable(self, cost: float, quiet: bool = False) -> bool:
+        """Whether the money cap (`--max-spend`, all runs) pays for `cost` more, counting what is in flight."""
+        cap = self.config.max_spend
+        if cap is None or self.spent_before + self.report.cost + self.in_flight_cost + cost <= cap + 1e-12:
+            return True
+        if not quiet:
+            self.capped = True  # like the image budget: the run ends normally, what it bought is kept
+            self.report.capped = f"the money cap of {cap:g} {self.price.currency} (--max-spend, all runs) is reached"
+        return False
 
     # -- sending and committing -------------------------------------------------------------------------------
 
@@ -588,7 +651,7 @@ class _Job:
         """True once the run must send nothing more: an error ended it, or the caller asked it to stop."""
         if self.stop_requested.is_set() and self.stop_reason is None:
             self.stop_reason = self.report.stopped = "interrupted; everything paid so far is saved"
-        return self.stop_reason is not None
+        return self.stop_reason is not None or self.capped
 
     def _stop(self, error: VendorError) -> None:
         if self.stop_reason is None:
@@ -598,9 +661,12 @@ class _Job:
 
     def _submit(self, batch: _Batch, record: bool = True) -> None:
         """Record the batch as pending (with its body), send it on a worker, keep at most `concurrency` in flight."""
+        if not batch.items:
+            return  # the money cap left nothing of it
         if record:
             items = [i.meta() for i in batch.items]
             self.cache.add_pending(batch.key, self._pending_record("images", items=items), batch.body)
+        self.in_flight_cost += batch.cost
         self.in_flight[self.pool.submit(self._send_images, batch)] = batch
         while len(self.in_flight) >= self.config.concurrency:
             self._collect(next(iter(self.in_flight)))
@@ -670,6 +736,7 @@ class _Job:
 
     def _collect(self, future: Future) -> None:
         batch = self.in_flight[future]
+        self.in_flight_cost -= batch.cost
         try:
             parts, rejected, ended = future.result()  # an interrupt here leaves it in flight, for _drain
         except VendorError as e:

@@ -45,6 +45,7 @@ _DBS = ("meta", "items", "image", "text", "ledger", "skipped", "pending", "pendi
 _LOCK = "writer.lock"
 # Fields of the teacher that change an embedding: a cache never mixes two values of any of them.
 TEACHER_IDENTITY = ("fingerprint", "embedding_dim", "preprocess", "precision")
+PROBE_AGREEMENT = 0.999  # cosine between a cache's recorded probe embeddings and today's, per probe input
 
 log = logging.getLogger("vl2v.cache")
 T = TypeVar("T")
@@ -72,7 +73,9 @@ class LedgerRow:
 
     `kind` says what it cost this cache: "paid" (charged, now or by an earlier run of this cache whose answer was
     lost), "free" (the vendor replayed an answer this cache never paid for), or "unrecovered" (possibly charged, but
-    its answer could not be had: counted against the budget at its estimated cost, and reported).
+    its answer could not be had: counted against the budget at its estimated cost, and reported), or "probe" (the
+    fixed probe a vendor without a fingerprint is identified by: its cost counts, its image and text are not the
+    dataset's and count against no image budget).
     """
 
     request_id: str
@@ -86,7 +89,7 @@ class LedgerRow:
     kind: str = "paid"
 
 
-KINDS = ("paid", "free", "unrecovered")
+KINDS = ("paid", "free", "unrecovered", "probe")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class LedgerTotals:
     unrecovered_texts: int = 0
     unrecovered_cost: float = 0.0
     replayed_requests: int = 0
+    probe_requests: int = 0  # a vendor without a fingerprint, identified by a probe bought at each run's start
+    probe_cost: float = 0.0  # in `cost`
 
     @property
     def held_images(self) -> int:
@@ -117,15 +122,18 @@ class LedgerTotals:
 
 
 def ledger_totals(rows: list[LedgerRow]) -> LedgerTotals:
-    paid = [r for r in rows if r.kind != "free"]
+    paid = [r for r in rows if r.kind in ("paid", "unrecovered")]
     free = [r for r in rows if r.kind == "free"]
     lost = [r for r in rows if r.kind == "unrecovered"]
+    probes = [r for r in rows if r.kind == "probe"]
     return LedgerTotals(
         requests=len(rows),
         paid_images=sum(r.images for r in paid),
         paid_texts=sum(r.texts for r in paid),
         paid_tokens=sum(r.tokens for r in paid),
-        cost=round(sum(r.cost for r in paid), 9),
+        cost=round(sum(r.cost for r in paid + probes), 9),
+        probe_requests=len(probes),
+        probe_cost=round(sum(r.cost for r in probes), 9),
         free_images=sum(r.images for r in free),
         free_texts=sum(r.texts for r in free),
         unrecovered_requests=len(lost),
@@ -134,6 +142,17 @@ def ledger_totals(rows: list[LedgerRow]) -> LedgerTotals:
         unrecovered_cost=round(sum(r.cost for r in lost), 9),
         replayed_requests=sum(r.replayed for r in rows),
     )
+
+
+def probe_agreement(recorded: dict, current: dict) -> float:
+    """The smallest cosine between a cache's recorded probe embeddings and today's (1: the same teacher)."""
+    cosines = []
+    for key in ("image", "text"):
+        a, b = np.asarray(recorded[key], dtype=np.float64), np.asarray(current[key], dtype=np.float64)
+        if a.shape != b.shape:
+            return -1.0
+        cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return min(cosines)
 
 
 def _dumps(value: object) -> bytes:
@@ -313,6 +332,15 @@ class EmbeddingCache:
                     f"{teacher.get('id')!r} (fingerprint {str(teacher.get('fingerprint'))[:12]}), differing in "
                     f"{changed}. Use another --cache for another teacher."
                 )
+            if "probe" in recorded and "probe" in teacher:
+                agreement = probe_agreement(recorded["probe"], teacher["probe"])
+                if agreement < PROBE_AGREEMENT:
+                    raise CacheMismatch(
+                        f"{self.path} holds embeddings of {recorded.get('vendor')} model {recorded.get('id')!r}, "
+                        f"which now answers the probe differently (cosine {agreement:.4f} < {PROBE_AGREEMENT}): its "
+                        "weights changed under the same name. Use another --cache for the new teacher."
+                    )
+                teacher = teacher | {"probe": recorded["probe"]}  # the first probe stays the reference
         self._write(lambda txn: txn.put(b"teacher", _dumps(teacher), db=self._db["meta"]))
 
     def bind_dataset(self, dataset: dict) -> None:
@@ -484,6 +512,10 @@ class EmbeddingCache:
 
     def drop_pending(self, idempotency_key: str) -> None:
         self._write(lambda txn: self._drop_pending(txn, idempotency_key.encode()))
+
+    def record_probe(self, row: LedgerRow) -> None:
+        """The probe a run bought to identify its teacher: its cost enters the ledger before anything else."""
+        self._write(lambda txn: self._put_ledger(txn, row))
 
     def record_unrecovered(self, rows: list[LedgerRow]) -> None:
         """Pending requests given up on: their possible charge enters the ledger, their pending records go."""

@@ -85,6 +85,12 @@ def info(
             f"{totals.unrecovered_images} images, {money(totals.unrecovered_cost, summary.currency)} "
             "(in the paid figures above)",
         )
+    if totals.probe_requests:
+        table.add_row(
+            "teacher probes",
+            f"{totals.probe_requests}, {money(totals.probe_cost, summary.currency)} (in the paid figures above; "
+            f"{summary.teacher.get('vendor')} publishes no fingerprint)",
+        )
     if isinstance(usage, str):
         table.add_row("vendor", f"not reconciled: {usage}")
     else:

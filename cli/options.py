@@ -55,11 +55,11 @@ def choices(names: list[str] | tuple[str, ...]) -> str:
 
 
 @overload
-def api_key(key_file: Path | None) -> str: ...
+def api_key(key_file: Path | None, *, env: str = ...) -> str: ...
 @overload
-def api_key(key_file: Path | None, *, required: bool) -> str | None: ...
-def api_key(key_file: Path | None, *, required: bool = True) -> str | None:
-    """The key from `key_file`, else from VL2V_API_KEY; a clear error when neither is there."""
+def api_key(key_file: Path | None, *, required: bool, env: str = ...) -> str | None: ...
+def api_key(key_file: Path | None, *, required: bool = True, env: str = "VL2V_API_KEY") -> str | None:
+    """The key from `key_file`, else from the vendor's variable `env`; a clear error when neither is there."""
     if key_file is not None:
         try:
             key = key_file.read_text().strip()
@@ -68,7 +68,7 @@ def api_key(key_file: Path | None, *, required: bool = True) -> str | None:
         if not key:
             raise fail(f"--api-key-file {key_file} is empty")
         return key
-    key = os.environ.get("VL2V_API_KEY", "").strip()
+    key = os.environ.get(env, "").strip()
     if not key and required:
-        raise fail("no API key: set VL2V_API_KEY or pass --api-key-file FILE")
+        raise fail(f"no API key: set {env} or pass --api-key-file FILE")
     return key or None

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cache.client import RetryPolicy, TeacherClient
+from cache.client import RetryPolicy
 from cache.data.datasets import dataset_names
+from cache.errors import InvalidOption
+from cache.pricing import PriceModel
 from cache.query import QueryConfig, QueryReport, QueryStopped, run_query
 from cache.selection import STRATEGIES
 from cache.store import CacheError
+from cache.vendors import KEY_ENV, VENDORS, adapter_class, connect
 
 from . import exit_codes
 from .errors import exit_code_for, graceful_interrupt, reports_errors, say, stdout
 from .options import (
     DEFAULT_CACHE,
     DEFAULT_DATA,
-    DEFAULT_TEACHER,
     ApiKeyFile,
     CacheDir,
     DataDir,
     Json,
-    TeacherUrl,
     api_key,
     choices,
     flag,
@@ -39,7 +41,31 @@ def query(
     dataset: Annotated[str, typer.Option(metavar="NAME", help=choices(dataset_names()))],
     data_dir: DataDir = DEFAULT_DATA,
     cache: CacheDir = DEFAULT_CACHE,
-    teacher_url: TeacherUrl = DEFAULT_TEACHER,
+    vendor: Annotated[
+        str, typer.Option(metavar="NAME", help=f"whom to buy from, {choices(VENDORS)}; each reads its own key variable")
+    ] = "vl2v",
+    teacher_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VL2V_TEACHER_URL", metavar="URL", help="the vendor's base URL  [default: the vendor's own]"
+        ),
+    ] = None,
+    vendor_model: Annotated[
+        str | None, typer.Option(metavar="ID", help="the vendor's model id (infinity: the one image model it serves)")
+    ] = None,
+    price: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="a field of the vendor's price model, e.g. per_image=0.0002 or per_1m_tokens=0.05 (repeatable)",
+        ),
+    ] = None,
+    max_spend: Annotated[
+        float | None,
+        typer.Option(
+            help="cap on money in the cache's ledger, all runs together, in the vendor's currency  [default: none]"
+        ),
+    ] = None,
     api_key_file: ApiKeyFile = None,
     budget: Annotated[
         int | None, typer.Option(help="cap on paid images in the cache's ledger, all runs together  [default: none]")
@@ -81,6 +107,7 @@ def query(
         data_dir=data_dir,
         cache_dir=cache,
         budget=budget,
+        max_spend=max_spend,
         select=select,
         seed=seed,
         exclude_domains=tuple(exclude_domain or ()),
@@ -90,7 +117,9 @@ def query(
         wait_for_writer=wait,
         abandon_pending=abandon_pending,
     )
-    client = TeacherClient(teacher_url, api_key(api_key_file), retry=RetryPolicy(attempts=max_retries))
+    key = api_key(api_key_file, required=False, env=KEY_ENV.get(vendor, "VL2V_API_KEY"))
+    overrides = priced(vendor, price)
+    client = connect(vendor, teacher_url, key, model=vendor_model, price=overrides, retry=RetryPolicy(max_retries))
     code = exit_codes.OK
     with QueryProgress(enabled=not json_out) as progress, graceful_interrupt() as stop:
         try:
@@ -105,6 +134,25 @@ def query(
     else:
         _print_summary(report)
     raise typer.Exit(code)
+
+
+def priced(vendor: str, fields: list[str] | None) -> PriceModel | None:
+    """The vendor's price model with `--price KEY=VALUE` fields changed; None when none are given."""
+    if not fields:
+        return None
+    if vendor == "vl2v":
+        raise InvalidOption("vl2v's own vendor publishes its prices: --price is for the other vendors")
+    base = adapter_class(vendor).PRICE
+    changes: dict[str, Any] = {}
+    for field in fields:
+        name, _, value = field.partition("=")
+        if name not in base.__dataclass_fields__:
+            raise InvalidOption(f"--price {field!r}: {vendor}'s price model has {sorted(base.__dataclass_fields__)}")
+        try:
+            changes[name] = value if name == "currency" else type(getattr(base, name))(value)
+        except ValueError:
+            raise InvalidOption(f"--price {field!r}: {value!r} is not a number") from None
+    return dataclasses.replace(base, **changes)
 
 
 def _teacher_zeroshot(cache_dir: Path) -> float | None:
@@ -136,6 +184,7 @@ def _print_summary(report: QueryReport) -> None:
         ("free replays (bought before with this key)", str(report.free_images)),
         ("skipped", str(report.skipped)),
         ("left unbought (budget)", str(report.unbought)),
+        *([("money cap", report.capped)] if report.capped else []),
         ("estimated cost" if report.dry_run else "cost of this run", money(report.cost, report.currency)),
         ("budget used (all runs)", f"{report.budget_used} images ({budget})"),
     ]

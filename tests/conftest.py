@@ -190,21 +190,28 @@ def run_service(
     settings: Settings, factory: EncoderFactory = load_encoder, wait_ready: bool = True
 ) -> Iterator[LiveService]:
     """uvicorn on a free loopback port in a background thread: the real HTTP stack, in-process."""
+    app = create_app(settings, encoder_factory=factory)
+    with serve_app(app, "/health") as url:
+        if wait_ready:
+            wait_until(lambda: _loaded(url), what="model to load")
+        yield LiveService(url, app)
+
+
+@contextlib.contextmanager
+def serve_app(app: object, probe: str = "/") -> Iterator[str]:
+    """Any ASGI app under uvicorn on a free loopback port, in a background thread; yields its URL."""
     import uvicorn
 
-    app = create_app(settings, encoder_factory=factory)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(url + "/health") or _died(thread), what="service to start")
+        wait_until(lambda: _answers(url + probe) or _died(thread), what="server to start")
         if not thread.is_alive():
-            raise RuntimeError("the service failed to start (see the captured log)")
-        if wait_ready:
-            wait_until(lambda: _loaded(url), what="model to load")
-        yield LiveService(url, app)
+            raise RuntimeError("the server failed to start (see the captured log)")
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=15)

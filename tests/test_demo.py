@@ -206,8 +206,8 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
         assert time.monotonic() < deadline and process.poll() is None, "the vendor never started"
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
-    assert process.returncode == 130
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-3000:]
     time.sleep(0.5)
     assert _vendors_of(tmp_path) == []
 
