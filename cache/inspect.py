@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -30,6 +30,7 @@ class CacheInfo:
     currency: str | None
     pending_requests: int
     skipped_reasons: dict[str, int]  # items the query skipped, by reason
+    selection: list[dict] = field(default_factory=list)  # each buying run: strategy, seed, features, keys in order
 
     def empty_cells(self) -> list[tuple[str, str]]:
         """(domain, class) pairs of the dataset with no image in the cache, for every domain that has any."""
@@ -84,6 +85,7 @@ def cache_info(cache: EmbeddingCache) -> CacheInfo:
         currency=(teacher.get("pricing") or {}).get("currency"),
         pending_requests=len(cache.pending()),
         skipped_reasons=dict(Counter(s["reason"].split(":")[0] for s in cache.skipped().values())),
+        selection=cache.selections,
     )
 
 

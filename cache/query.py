@@ -47,8 +47,9 @@ from .data.datasets import Dataset, DatasetError, ImageFile, open_dataset
 from .data.prompts import all_prompts
 from .errors import InvalidOption
 from .pricing import PriceModel, estimated_tokens, image_size
-from .selection import priority_order
+from .selection import needs_features, priority_order
 from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
+from .strategies import Features
 from .views import render_view, view_params
 
 log = logging.getLogger("vl2v.query")
@@ -77,6 +78,7 @@ class QueryConfig:
     budget: int | None = None  # paid images recorded in the cache's ledger, cumulative; None: no cap
     max_spend: float | None = None  # money in the cache's ledger (the vendor's currency), cumulative; None: no cap
     select: str = "stratified"
+    balanced: bool = False  # a feature-based strategy, each domain x class cell on its own, interleaved
     seed: int = 0
     exclude_domains: tuple[str, ...] = ()
     views: int = 0  # augmented views bought per image, besides the image itself (`cache.views`)
@@ -199,10 +201,12 @@ def run_query(
     dry_run: bool = False,
     on_progress: Callable[[QueryReport], None] = lambda report: None,
     stop: threading.Event | None = None,
+    features: Features | None = None,
 ) -> QueryReport:
     """Run the query job; see the module docstring.
 
     Args:
+        features: every file's student features, for the feature-based strategies (`student.features`).
         stop: set it (from a signal handler, say) to stop cleanly: nothing new is sent, what is in flight is
             committed, and `QueryStopped` is raised with no cause.
 
@@ -215,6 +219,15 @@ def run_query(
     unknown = sorted(set(config.exclude_domains) - set(dataset.domains))
     if unknown:
         raise DatasetError(f"--exclude-domain {unknown} not among the domains {list(dataset.domains)}")
+    offered = sum(f.domain not in config.exclude_domains for f in dataset.files) * (1 + config.views)
+    if config.budget is not None and config.budget > offered:
+        raise InvalidOption(
+            f"--budget {config.budget} is more than the {offered} images the dataset offers"
+            + (f" ({config.views} views each)" if config.views else "")
+            + "; lower it, or leave it unset to buy all"
+        )
+    if needs_features(config.select) and features is None:
+        raise InvalidOption(f"--select {config.select} needs the student's features of every image")
     card = client.model()
     price = client.price_of(card)
     report = QueryReport(
@@ -225,7 +238,7 @@ def run_query(
         currency=price.currency,
     )
     if dry_run:
-        return _plan(config, dataset, price, int(card["image_size"][0]), report)
+        return _plan(config, dataset, price, int(card["image_size"][0]), report, features)
     probe = client.probe()  # a vendor without a fingerprint: its identity, bought once per run
     if probe is not None:
         card = client.model() | {"probe": probe[0]}
@@ -242,10 +255,13 @@ def run_query(
         cache.bind_teacher(teacher)
         cache.bind_dataset(dataset.describe())
         job = _Job(config, dataset, card, cache, client, report, on_progress, stop or threading.Event(), price)
+        job.features = features
         return job.run()
 
 
-def _plan(config: QueryConfig, dataset: Dataset, price: PriceModel, side: int, report: QueryReport) -> QueryReport:
+def _plan(
+    config: QueryConfig, dataset: Dataset, price: PriceModel, side: int, report: QueryReport, features: Features | None
+) -> QueryReport:
     """What a run would buy and cost, reading the cache (if any) without writing to it."""
     try:
         cache = EmbeddingCache.open(config.cache_dir)
@@ -257,7 +273,7 @@ def _plan(config: QueryConfig, dataset: Dataset, price: PriceModel, side: int, r
         report.budget_used = report.budget_used_before = cache.totals().paid_images if cache else 0
         report.texts_to_buy = len(prompts)
         skips = set(cache.skipped()) if cache else set()
-        order = priority_order(dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
+        order = _order(config, dataset, features, cache, report.budget_used)
         found = _inspect_all(order, dataset.root, cache, skips, config.read_workers, _Views(config.views, None, side))
         selection = _select(found, _budget_left(config.budget, report.budget_used))
         images_cost = 0.0
@@ -272,6 +288,18 @@ def _plan(config: QueryConfig, dataset: Dataset, price: PriceModel, side: int, r
         if cache is not None:
             cache.close()
     return report
+
+
+def _order(
+    config: QueryConfig, dataset: Dataset, features: Features | None, cache: EmbeddingCache | None, paid: int
+) -> list[ImageFile]:
+    """The priority order this run buys by; the feature-based strategies start from what the cache holds."""
+    left = _budget_left(config.budget, paid)
+    return priority_order(
+        dataset.files, config.select, config.seed, frozenset(config.exclude_domains), features=features,
+        bought=frozenset(k for k, _ in cache.items()) if cache is not None else frozenset(),
+        budget=None if left == float("inf") else int(left), balanced=config.balanced,
+    )  # fmt: skip
 
 
 def _estimated_tokens(prompts: list[str]) -> int:
@@ -425,6 +453,8 @@ class _Job:
         self.in_flight_cost = 0.0  # what the requests in flight will cost, at the vendor's prices
         self.spent_before = cache.totals().cost - report.cost  # the ledger's money before this run
         self.capped = False  # the money cap stopped the buying
+        self.features: Features | None = None  # the student's features, for the feature-based strategies
+        self.chosen: list[str] = []  # image keys in the order this run chose to buy them
         self.report, self.on_progress = report, on_progress
         self.bought: set[str] = set()  # image keys this run paid for (recovered ones included)
         self.model, self.dim = card["id"], int(card["embedding_dim"])
@@ -558,8 +588,8 @@ class _Job:
 
     def _buy_images(self) -> None:
         cache, config = self.cache, self.config
-        order = priority_order(self.dataset.files, config.select, config.seed, frozenset(config.exclude_domains))
         paid = self.report.budget_used_before + self.report.paid_images
+        order = _order(config, self.dataset, self.features, cache, paid)
         views = _Views(config.views, int(self.card["image_size"][0]))
         files = _inspect_all(order, self.dataset.root, cache, set(cache.skipped()), config.read_workers, views)
         found: dict[str, list[str]] = {}
@@ -569,6 +599,7 @@ class _Job:
             if status == SKIP:
                 self._skip(units[0], units[0].problem or "", "local")
             elif status == BUY:
+                self.chosen.append(units[0].key)
                 if len(batch) + len(units) > config.batch_size and batch:
                     self._submit(self._new_batch(batch))  # a file's views go in its own request, where they fit
                     batch = []
@@ -583,6 +614,13 @@ class _Job:
         if batch and not self._stopping():
             self._submit(self._new_batch(batch))
         self._drain()
+        bought = [k for k in dict.fromkeys(self.chosen) if self.cache.has_image(k) and k in self.bought]
+        if bought:
+            self.cache.record_selection({
+                "strategy": config.select, "seed": config.seed, "balanced": config.balanced,
+                "features": self.features.student if self.features is not None else None,
+                "budget": config.budget, "time": time.time(), "keys": bought,
+            })  # fmt: skip
         if found:  # more paths for images already cached or bought in this run: free
             cache.add_paths({k: v for k, v in found.items() if cache.has_image(k)})
 

@@ -1,18 +1,26 @@
 """Which images a budget buys: a reproducible priority order over the dataset's files.
 
 A budget of N buys the first N images of the order that are not cached yet, so re-running with the same budget
-buys nothing and raising the budget extends the same selection.
+buys nothing and raising the budget extends the selection. The strategies live in `cache.strategies`, one module
+each: `stratified` and `random` need nothing; `kcenter` and `typiclust` read the student's own features of every
+image (`Features`, computed locally before anything is bought), start from what earlier runs bought, and with
+`balanced` order each domain x class cell on its own and interleave the cells.
 """
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
+import importlib
 
 from .data.datasets import ImageFile
 from .errors import InvalidOption
+from .strategies import REGISTRY, Features
 
-STRATEGIES = ("stratified", "random")
+STRATEGIES = tuple(REGISTRY)
+
+
+def needs_features(strategy: str) -> bool:
+    _check(strategy)
+    return REGISTRY[strategy][2]
 
 
 def priority_order(
@@ -20,29 +28,35 @@ def priority_order(
     strategy: str,
     seed: int,
     exclude_domains: frozenset[str] = frozenset(),
+    *,
+    features: Features | None = None,
+    bought: frozenset[str] = frozenset(),
+    budget: int | None = None,
+    balanced: bool = False,
 ) -> list[ImageFile]:
-    """Order the files not in `exclude_domains`.
+    """Order the files not in `exclude_domains` by `strategy`.
 
-    stratified: round-robin over the domain x class cells (each shuffled from the seed), visiting the cells in a
-    fresh seeded order each round, so any prefix is balanced to within one image per cell.
-    random: one seeded shuffle of all files.
+    Args:
+        features: every file's features (the feature-based strategies need them).
+        bought: the content keys (sha256) of images bought before: the feature-based strategies start from them.
+        budget: how many images this order is for (TypiClust clusters for it; the others ignore it).
+        balanced: the feature-based strategies, each domain x class cell on its own, interleaved.
     """
-    if strategy not in STRATEGIES:
-        raise InvalidOption(f"unknown selection {strategy!r}; choose one of {list(STRATEGIES)}")
+    _check(strategy)
+    module, function, wants_features = REGISTRY[strategy]
+    if wants_features and features is None:
+        raise InvalidOption(f"--select {strategy} needs the student's features of every image")
+    if balanced and not wants_features:
+        raise InvalidOption(f"--balanced applies to the feature-based strategies; {strategy} is balanced or random")
     eligible = [f for f in files if f.domain not in exclude_domains]
-    rng = random.Random(f"{strategy}:{seed}")
-    if strategy == "random":
-        rng.shuffle(eligible)
-        return eligible
-    cells: dict[tuple[str, int], list[ImageFile]] = defaultdict(list)
-    for f in eligible:
-        cells[(f.domain, f.label)].append(f)
-    for key in sorted(cells):
-        random.Random(f"{seed}:{key[0]}:{key[1]}").shuffle(cells[key])
-    order, keys, depth = [], sorted(cells), 0
-    while keys:
-        rng.shuffle(keys)
-        order += [cells[k][depth] for k in keys]
-        depth += 1
-        keys = sorted(k for k in keys if len(cells[k]) > depth)
-    return order
+    last: list[ImageFile] = []
+    if features is not None and wants_features:  # files with no features (they do not decode) come last
+        last = sorted((f for f in eligible if f.path not in features.keys), key=lambda f: f.path)
+        eligible = [f for f in eligible if f.path in features.keys]
+    order = getattr(importlib.import_module(f"{__package__}.strategies.{module}"), function)
+    return order(eligible, seed, features=features, bought=bought, budget=budget, balance=balanced) + last
+
+
+def _check(strategy: str) -> None:
+    if strategy not in REGISTRY:
+        raise InvalidOption(f"unknown selection {strategy!r}; choose one of {list(REGISTRY)}")

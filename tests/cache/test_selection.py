@@ -35,5 +35,5 @@ def test_excluded_domains_are_not_in_the_order(pacs_mini):
 
 
 def test_unknown_strategy_names_the_choices(pacs_mini):
-    with pytest.raises(ValueError, match=r"\['stratified', 'random'\]"):
+    with pytest.raises(ValueError, match=r"\['stratified', 'random', 'kcenter', 'typiclust'\]"):
         priority_order(open_dataset("pacs", pacs_mini).files, "greedy", 0)
