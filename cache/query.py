@@ -16,6 +16,7 @@ against the budget at its list price and is reported in numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -28,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from common.imaging import to_rgb
@@ -44,12 +46,13 @@ from .client import (
     request_body,
 )
 from .data.datasets import Dataset, DatasetError, ImageFile, open_dataset
-from .data.prompts import all_prompts
+from .data.prompts import all_prompts, class_prompts
 from .errors import InvalidOption
 from .pricing import PriceModel, estimated_tokens, image_size
 from .selection import needs_features, priority_order
 from .store import CacheError, CacheMissing, EmbeddingCache, LedgerRow, LedgerTotals
 from .strategies import Features
+from .strategies.uncertainty import ACQUISITIONS, probe_scores
 from .views import render_view, view_params
 
 log = logging.getLogger("vl2v.query")
@@ -202,6 +205,7 @@ def run_query(
     on_progress: Callable[[QueryReport], None] = lambda report: None,
     stop: threading.Event | None = None,
     features: Features | None = None,
+    scores: dict[str, float] | None = None,
 ) -> QueryReport:
     """Run the query job; see the module docstring.
 
@@ -255,7 +259,7 @@ def run_query(
         cache.bind_teacher(teacher)
         cache.bind_dataset(dataset.describe())
         job = _Job(config, dataset, card, cache, client, report, on_progress, stop or threading.Event(), price)
-        job.features = features
+        job.features, job.scores = features, scores
         return job.run()
 
 
@@ -291,15 +295,87 @@ def _plan(
 
 
 def _order(
-    config: QueryConfig, dataset: Dataset, features: Features | None, cache: EmbeddingCache | None, paid: int
-) -> list[ImageFile]:
+    config: QueryConfig, dataset: Dataset, features: Features | None, cache: EmbeddingCache | None, paid: int,
+    scores: dict[str, float] | None = None,
+) -> list[ImageFile]:  # fmt: skip
     """The priority order this run buys by; the feature-based strategies start from what the cache holds."""
     left = _budget_left(config.budget, paid)
     return priority_order(
         dataset.files, config.select, config.seed, frozenset(config.exclude_domains), features=features,
         bought=frozenset(k for k, _ in cache.items()) if cache is not None else frozenset(),
-        budget=None if left == float("inf") else int(left), balanced=config.balanced,
+        budget=None if left == float("inf") else int(left), balanced=config.balanced, scores=scores,
     )  # fmt: skip
+
+
+def run_rounds(
+    config: QueryConfig,
+    client: TeacherClient,
+    rounds: int,
+    *,
+    features: Features | None,
+    acquire: str = "entropy",
+    on_progress: Callable[[QueryReport], None] = lambda report: None,
+    stop: threading.Event | None = None,
+) -> QueryReport:
+    """Buy the budget's new images in `rounds`: the first round a 1/rounds share by `config.select`, each later
+    round the next share by a probe fit on what is bought (`cache.strategies.uncertainty`). The same guarantees
+    as one run: every round is a `run_query` under the cumulative budget, so re-running buys nothing and a larger
+    budget buys only new images. Returns the last round's report with every round's purchases summed in."""
+    if rounds < 1:
+        raise InvalidOption(f"--rounds must be >= 1, got {rounds}")
+    if acquire not in ACQUISITIONS:
+        raise InvalidOption(f"--acquire {acquire!r} is not one of {list(ACQUISITIONS)}")
+    if rounds > 1 and config.budget is None:
+        raise InvalidOption("--rounds needs a --budget to divide")
+    if rounds > 1 and features is None:
+        raise InvalidOption("--rounds fits its probe on the student's features: they are needed")
+    before = _paid_so_far(config.cache_dir)
+    total: QueryReport | None = None
+    for r in range(1, rounds + 1):
+        target = config.budget if config.budget is None else before + -(-(config.budget - before) * r // rounds)
+        if r == 1:
+            step, scores = dataclasses.replace(config, budget=target), None
+        else:
+            step = dataclasses.replace(config, budget=target, select="uncertainty")
+            scores = _probe_scores(config, features, acquire)  # type: ignore[arg-type]
+        report = run_query(step, client, on_progress=on_progress, stop=stop, features=features, scores=scores)
+        total = report if total is None else _summed(total, report)
+    assert total is not None
+    return total
+
+
+def _paid_so_far(cache_dir: Path) -> int:
+    try:
+        with EmbeddingCache.open(cache_dir) as cache:
+            return cache.totals().paid_images
+    except CacheMissing:
+        return 0
+
+
+def _probe_scores(config: QueryConfig, features: Features, acquire: str) -> dict[str, float]:
+    """The probe's score of every unbought image, from the teacher's answers the cache holds."""
+    dataset = open_dataset(config.dataset, config.data_dir)
+    with EmbeddingCache.open(config.cache_dir) as cache:
+        bought = dict(cache.images())
+        texts, teacher = cache.texts(), cache.teacher or {}
+    classes = []
+    for name in dataset.class_prompts:  # the classes' prompt words, in label order
+        prompts = np.stack([texts[p] for p in class_prompts("photo", name)])
+        mean = prompts.mean(0)
+        classes.append(mean / np.linalg.norm(mean))
+    labels = {features.keys[f.path]: f.label for f in dataset.files if f.path in features.keys}
+    return probe_scores(features, bought, np.stack(classes), float(teacher.get("logit_scale", 100.0)), labels, acquire)
+
+
+def _summed(total: QueryReport, report: QueryReport) -> QueryReport:
+    for name in ("paid_images", "paid_texts", "free_images", "duplicates", "skipped", "cost", "replayed_requests",
+                 "unrecovered_images"):  # fmt: skip
+        setattr(report, name, getattr(total, name) + getattr(report, name))
+    report.by_domain = {
+        d: total.by_domain.get(d, 0) + report.by_domain.get(d, 0) for d in {*total.by_domain, *report.by_domain}
+    }
+    report.budget_used_before, report.started = total.budget_used_before, total.started
+    return report
 
 
 def _estimated_tokens(prompts: list[str]) -> int:
@@ -454,6 +530,7 @@ class _Job:
         self.spent_before = cache.totals().cost - report.cost  # the ledger's money before this run
         self.capped = False  # the money cap stopped the buying
         self.features: Features | None = None  # the student's features, for the feature-based strategies
+        self.scores: dict[str, float] | None = None  # the adaptive rounds' probe scores
         self.chosen: list[str] = []  # image keys in the order this run chose to buy them
         self.report, self.on_progress = report, on_progress
         self.bought: set[str] = set()  # image keys this run paid for (recovered ones included)
@@ -589,7 +666,7 @@ class _Job:
     def _buy_images(self) -> None:
         cache, config = self.cache, self.config
         paid = self.report.budget_used_before + self.report.paid_images
-        order = _order(config, self.dataset, self.features, cache, paid)
+        order = _order(config, self.dataset, self.features, cache, paid, self.scores)
         views = _Views(config.views, int(self.card["image_size"][0]))
         files = _inspect_all(order, self.dataset.root, cache, set(cache.skipped()), config.read_workers, views)
         found: dict[str, list[str]] = {}

@@ -15,7 +15,7 @@ from .data.datasets import ImageFile
 from .errors import InvalidOption
 from .strategies import REGISTRY, Features
 
-STRATEGIES = tuple(REGISTRY)
+STRATEGIES = tuple(name for name in REGISTRY if name != "uncertainty")  # that one is `--rounds`' own
 
 
 def needs_features(strategy: str) -> bool:
@@ -33,6 +33,7 @@ def priority_order(
     bought: frozenset[str] = frozenset(),
     budget: int | None = None,
     balanced: bool = False,
+    scores: dict[str, float] | None = None,
 ) -> list[ImageFile]:
     """Order the files not in `exclude_domains` by `strategy`.
 
@@ -41,6 +42,7 @@ def priority_order(
         bought: the content keys (sha256) of images bought before: the feature-based strategies start from them.
         budget: how many images this order is for (TypiClust clusters for it; the others ignore it).
         balanced: the feature-based strategies, each domain x class cell on its own, interleaved.
+        scores: the adaptive rounds' probe scores, by content key (`uncertainty` orders by them).
     """
     _check(strategy)
     module, function, wants_features = REGISTRY[strategy]
@@ -54,7 +56,8 @@ def priority_order(
         last = sorted((f for f in eligible if f.path not in features.keys), key=lambda f: f.path)
         eligible = [f for f in eligible if f.path in features.keys]
     order = getattr(importlib.import_module(f"{__package__}.strategies.{module}"), function)
-    return order(eligible, seed, features=features, bought=bought, budget=budget, balance=balanced) + last
+    chosen = order(eligible, seed, features=features, bought=bought, budget=budget, balance=balanced, scores=scores)
+    return chosen + last
 
 
 def _check(strategy: str) -> None:

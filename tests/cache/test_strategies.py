@@ -77,3 +77,20 @@ def test_feature_strategies_say_what_they_miss_in_one_line():
     assert {f.path for f in order[-5:]} == {f.path for f in files[:5]}, "files with no features come last"
     with pytest.raises(InvalidOption, match="--balanced applies to the feature-based"):
         priority_order(files, "random", 0, balanced=True)
+
+
+def test_the_rounds_probe_is_least_sure_between_the_classes_and_where_the_label_disagrees():
+    from cache.strategies.uncertainty import probe_scores
+
+    points = {f"k{i}": np.array([x, 0.0], np.float32) for i, x in enumerate([-3, -2.5, -2, 2, 2.5, 3, 0.1, -2.8, 2.8])}
+    features = Features("test", {k: k for k in points}, points)
+    classes = np.array([[1.0, 0.0], [0.0, 1.0]])
+    teacher = {k: (classes[0] if points[k][0] < 0 else classes[1]) for k in ("k0", "k1", "k2", "k3", "k4", "k5")}
+    labels = {"k6": 0, "k7": 0, "k8": 0}  # k8 sits among class 1 but is labelled 0
+    entropy = probe_scores(features, teacher, classes, 10.0, labels, "entropy")
+    assert set(entropy) == {"k6", "k7", "k8"}, "only the images not bought are scored"
+    assert entropy["k6"] > entropy["k7"] and entropy["k6"] > entropy["k8"], "the ambiguous middle first"
+    disagreement = probe_scores(features, teacher, classes, 10.0, labels, "disagreement")
+    assert disagreement["k8"] > disagreement["k7"], "where the probe expects the teacher to contradict the label"
+    with pytest.raises(InvalidOption, match="--acquire 'margin' is not one of"):
+        probe_scores(features, teacher, classes, 10.0, labels, "margin")

@@ -100,3 +100,22 @@ def test_bad_selection_input_is_one_line_and_pays_nothing(vendor, pacs_mini, tmp
     )  # fmt: skip
     assert code != 0 and "holds features of" in out["output"] and "another student's features" in out["output"]
     assert paid_images(vendor.state.store.ledger(), "carol") == 4, "nothing paid for bad input"
+
+
+def test_rounds_buy_the_budget_in_shares_the_later_ones_by_the_probe(vendor, pacs_mini, tmp_path):
+    cache = tmp_path / "c"
+    args = (*pacs_args(pacs_mini, cache), *FEATURES, "--rounds", "3", "--acquire", "disagreement")
+    code, report = query(vendor, *args, "--budget", "30")
+    assert code == 0 and report["paid_images"] == 30, report
+    with EmbeddingCache.open(cache) as store:
+        runs = store.selections
+    assert [(r["strategy"], len(r["keys"])) for r in runs] == [
+        ("stratified", 10),
+        ("uncertainty", 10),
+        ("uncertainty", 10),
+    ]
+    code, again = query(vendor, *args, "--budget", "30")
+    assert code == 0 and again["paid_images"] == 0, "the same budget again buys nothing"
+    code, out = query(vendor, *args[:-2], "--acquire", "margin", "--budget", "40")
+    assert code != 0 and "--acquire 'margin' is not one of" in out["output"]
+    assert paid_images(vendor.state.store.ledger(), "carol") == 30
