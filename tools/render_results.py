@@ -151,46 +151,124 @@ def views_table(record: dict) -> str:
 
 def views_chart(record: dict, path: Path) -> None:
     """OOD accuracy against images paid (log scale), one line per method, bars of one standard error."""
-    from PIL import Image, ImageDraw, ImageFont
-
     studies = {int(k): list(v["seeds"].values()) for k, v in record["views"].items()}
     methods = list(next(iter(studies.values()))[0]["methods"])
-    paid = {k: runs[0]["images_paid"] for k, runs in studies.items()}
-    ood = {k: {m: [r["methods"][m]["ood_acc"] for r in runs] for m in methods} for k, runs in studies.items()}
-    width, height, left, bottom, top, right = 720, 420, 70, 60, 40, 120
+    series = {
+        NAMES.get(m, m): [(runs[0]["images_paid"], [r["methods"][m]["ood_acc"] for r in runs]) for _, runs in
+                          sorted(studies.items())]
+        for m in methods
+    }  # fmt: skip
+    ticks = {runs[0]["images_paid"]: f"K={k}\n{runs[0]['images_paid']}" for k, runs in studies.items()}
+    title = f"Demo world{', quick' if record['quick'] else ''}: OOD accuracy ({record['target']}) against images paid"
+    line_chart(series, ticks, title, path)
+
+
+def line_chart(series: dict[str, list[tuple[float, list[float]]]], ticks: dict, title: str, path: Path) -> None:
+    """Lines of accuracy (mean over seeds, a bar of one standard error) against a log-scaled x, one per series."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height, left, bottom, top, right = 720, 420, 70, 60, 40, 150
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13)
-    values = [v for per_k in ood.values() for vs in per_k.values() for v in vs]
+    values = [v for points in series.values() for _, vs in points for v in vs]
+    xs = [x for points in series.values() for x, _ in points]
     low, high = min(values) - 0.02, min(1.0, max(values) + 0.02)
-    span = math.log(max(paid.values())) - math.log(min(paid.values())) or 1.0
+    span = math.log(max(xs)) - math.log(min(xs)) or 1.0
 
-    def x(cost: int) -> float:
-        return left + (width - left - right) * (math.log(cost) - math.log(min(paid.values()))) / span
+    def x_of(value: float) -> float:
+        return left + (width - left - right) * (math.log(value) - math.log(min(xs))) / span
 
-    def y(value: float) -> float:
+    def y_of(value: float) -> float:
         return top + (height - top - bottom) * (1 - (value - low) / (high - low))
 
-    title = f"Demo world{', quick' if record['quick'] else ''}: OOD accuracy ({record['target']}) against images paid"
     draw.text((left, 10), title, fill="black", font=font)
-    for k, cost in paid.items():
-        draw.line([(x(cost), top), (x(cost), height - bottom)], fill=(230, 230, 230))
-        draw.text((x(cost) - 20, height - bottom + 8), f"K={k}\n{cost}", fill=(80, 80, 80), font=font)
+    for value, label in ticks.items():
+        draw.line([(x_of(value), top), (x_of(value), height - bottom)], fill=(230, 230, 230))
+        draw.text((x_of(value) - 20, height - bottom + 8), label, fill=(80, 80, 80), font=font)
     for tick in range(int(low * 100) + 1, int(high * 100) + 1, 2):
-        draw.text((10, y(tick / 100) - 7), f"{tick}%", fill=(80, 80, 80), font=font)
-    colours = [(255, 127, 14), (148, 103, 189), (44, 160, 44), (214, 39, 40)]
-    for method, colour in zip(methods, colours, strict=False):
-        points = []
-        for k in sorted(ood):
-            runs = ood[k][method]
+        draw.text((10, y_of(tick / 100) - 7), f"{tick}%", fill=(80, 80, 80), font=font)
+    colours = [(255, 127, 14), (148, 103, 189), (44, 160, 44), (214, 39, 40), (31, 119, 180), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
+    for (name, points), colour in zip(series.items(), colours, strict=False):
+        drawn = []
+        for value, runs in points:
             mean = statistics.fmean(runs)
-            points.append((x(paid[k]), y(mean)))
+            drawn.append((x_of(value), y_of(mean)))
             if len(runs) > 1:
                 se = statistics.stdev(runs) / len(runs) ** 0.5
-                draw.line([(x(paid[k]), y(mean - se)), (x(paid[k]), y(mean + se))], fill=colour, width=2)
-        draw.line(points, fill=colour, width=3)
-        draw.text((points[-1][0] + 10, points[-1][1] - 7), NAMES.get(method, method), fill=colour, font=font)
+                draw.line([(x_of(value), y_of(mean - se)), (x_of(value), y_of(mean + se))], fill=colour, width=2)
+        draw.line(drawn, fill=colour, width=3)
+        draw.text((drawn[-1][0] + 10, drawn[-1][1] - 7), name, fill=colour, font=font)
     image.save(path)
+
+
+def budget_table(record: dict) -> str:
+    """Per budget: each strategy's OOD accuracy per method (mean ± s.e. over seeds), images paid; the equal-spend
+    comparison; and the issue's two goals, tested on these numbers."""
+    seeds = list(record["study"].values())
+    budgets = list(seeds[0]["budgets"])
+    full = seeds[0]["budgets"][budgets[-1]]
+    methods = list(next(iter(full.values()))["methods"])
+    strategies = list(dict.fromkeys(s for b in budgets for s in seeds[0]["budgets"][b]))
+
+    def ood(budget: str, strategy: str, method: str) -> list[float]:
+        return [seed["budgets"][budget][strategy]["methods"][method]["ood_acc"] for seed in seeds]
+
+    lines = [
+        "| budget | images paid | strategy | " + " | ".join(f"{NAMES.get(m, m)} OOD" for m in methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    for budget in budgets:
+        for strategy in seeds[0]["budgets"][budget]:
+            paid = seeds[0]["budgets"][budget][strategy]["images_paid"]
+            cells = " | ".join(mean_se(ood(budget, strategy, m)) for m in methods)
+            lines.append(f"| {budget}% | {paid} | {strategy} | {cells} |")
+    for name in seeds[0].get("equal_spend", {}):
+        runs = [seed["equal_spend"][name] for seed in seeds]
+        cells = " | ".join(mean_se([r["methods"][m]["ood_acc"] for r in runs]) for m in methods)
+        lines.append(f"| equal spend: {name} | {runs[0]['images_paid']} | stratified | {cells} |")
+    lines.append("")
+    top = budgets[-1]
+    for m in methods:
+        reference = statistics.fmean(ood(top, next(iter(full)), m))
+        if "25" not in budgets:
+            continue
+        best = max((s for s in seeds[0]["budgets"]["25"] if s != "random"),
+                   key=lambda s: statistics.fmean(ood("25", s, m)))  # fmt: skip
+        share = statistics.fmean(ood("25", best, m)) / reference
+        paired = [a - b for a, b in zip(ood("25", best, m), ood("25", "random", m), strict=True)]
+        se = statistics.stdev(paired) / len(paired) ** 0.5 if len(paired) > 1 else float("inf")
+        lines.append(
+            f"- {NAMES.get(m, m)}: at 25% the best strategy, {best}, reaches {100 * share:.0f}% of the full budget's "
+            f"OOD accuracy (goal: 95%, {'met' if share >= 0.95 else 'not met'}) and beats random by "
+            f"{mean_se(paired)} points, paired by seed (goal: more than two standard errors, "
+            f"{'met' if statistics.fmean(paired) > 2 * se else 'not met'})"
+        )
+    del strategies
+    return "\n".join([*lines, "", provenance(record)]) + "\n"
+
+
+def budget_chart(record: dict, path: Path) -> None:
+    """OOD accuracy against images paid, one line per strategy and method (the full budget shared)."""
+    seeds = list(record["study"].values())
+    budgets = list(seeds[0]["budgets"])
+    full = seeds[0]["budgets"][budgets[-1]]
+    shared = next(iter(full))
+    methods = list(full[shared]["methods"])
+    series = {}
+    for m in methods:
+        for strategy in dict.fromkeys(s for b in budgets[:-1] for s in seeds[0]["budgets"][b]):
+            points = [
+                (seeds[0]["budgets"][b][strategy]["images_paid"],
+                 [seed["budgets"][b][strategy]["methods"][m]["ood_acc"] for seed in seeds])
+                for b in budgets[:-1] if strategy in seeds[0]["budgets"][b]
+            ]  # fmt: skip
+            points.append((full[shared]["images_paid"], [seed["budgets"][budgets[-1]][shared]["methods"][m]["ood_acc"]
+                                                          for seed in seeds]))  # fmt: skip
+            series[f"{NAMES.get(m, m)} {strategy}"] = points
+    ticks = {seeds[0]["budgets"][b][next(iter(seeds[0]["budgets"][b]))]["images_paid"]: f"{b}%" for b in budgets}
+    line_chart(series, ticks, f"Quick demo world: OOD accuracy ({record['target']}) against images paid", path)
 
 
 def shortcut_table(record: dict) -> str:
@@ -224,6 +302,10 @@ def render(text: str, draw: bool = False) -> str:
             return match[1] + spread_table(record, json.loads((REPO / match["other"]).read_text())) + match[5]
         if "shortcut" in record:
             return match[1] + shortcut_table(record) + match[5]
+        if "study" in record:
+            if draw:
+                budget_chart(record, path.with_suffix(".png"))
+            return match[1] + budget_table(record) + match[5]
         if "views" not in record:
             return match[1] + demo_table(record) + match[5]
         if draw:
