@@ -18,6 +18,7 @@ from cache.data.world import DOMAINS, write_benchmark
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
 from student.config import DemoConfig, DistillConfig, TrainConfig
+from student.models import check_student
 from student.report import demo_chart
 from student.results import DemoResult, MethodScore
 from student.run import distill
@@ -68,6 +69,7 @@ def run_demo(
 ) -> DemoResult:
     """Run every step; returns the result (also written to OUT/demo.json) and writes OUT/demo.png."""
     started = time.monotonic()
+    check_student(config.student, config.student_weights)  # before anything is drawn, served or bought
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     _forget_another_world(out, config)

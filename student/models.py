@@ -17,7 +17,7 @@ from cache.errors import InvalidOption
 from common.weights import create_clip, embedding_dim_of, image_size_of
 
 from . import hub
-from .weights import DEFAULT_PACKAGE, PACKAGED, PYPI, WeightsError, offline_weights_for, packaged
+from .weights import DEFAULT_PACKAGE, PACKAGED, PYPI, PackagedWeights, WeightsError, offline_weights_for, packaged
 
 
 class StudentError(InvalidOption):
@@ -47,9 +47,7 @@ class Backbone(nn.Module):
 def timm_student(name: str, *, pretrained: bool, weights: str | Path | None, image_size: int) -> Backbone:
     """`timm.create_model(name, num_classes=0)` with ImageNet weights from the hub (`pretrained`), from a package
     (`weights` = `pypi:NAME`, see `student.weights`) or from a state dict file (`weights` = its path)."""
-    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5)
-        raise StudentError(f"unknown timm model {name!r}" + (f"; did you mean {close}?" if close else ""))
+    check_student(name, None)
     # Any: timm's models carry `num_features` and `pretrained_cfg`, which nn.Module's type does not know.
     model: Any
     from_hub = pretrained and weights is None
@@ -92,14 +90,29 @@ def _offline_hint(name: str) -> str:
     )
 
 
-def _load_weights(model: nn.Module, name: str, weights: str) -> None:
+def check_student(name: str, weights: str | None) -> None:
+    """The checks a student and its weights can fail before anything is built, bought or trained: an unknown timm
+    name, packaged weights of another architecture."""
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise StudentError(f"unknown timm model {name!r}" + (f"; did you mean {close}?" if close else ""))
+    if weights is not None:
+        _package(name, weights)
+
+
+def _package(name: str, weights: str) -> PackagedWeights | None:
     try:
         pack = packaged(weights)
     except WeightsError as e:
         raise StudentError(str(e)) from None
+    if pack is not None and pack.architecture != name:
+        raise StudentError(f"--student-weights {weights} are for --student {pack.architecture}, not {name}")
+    return pack
+
+
+def _load_weights(model: nn.Module, name: str, weights: str) -> None:
+    pack = _package(name, weights)
     if pack is not None:
-        if pack.architecture != name:
-            raise StudentError(f"--student-weights {weights} are for --student {pack.architecture}, not {name}")
         try:
             state = pack.state_dict(model)
         except WeightsError as e:

