@@ -62,6 +62,8 @@ def cell(
         report = run_rounds(query, client, 3, features=features, acquire="entropy")
     else:
         report = run_query(query, client, features=features)
+    if report.free_images:
+        raise SystemExit(f"{folder.name}: {report.free_images} images replayed free; every cell needs a fresh key")
     out = {"images_paid": report.paid_images, "cost": round(report.cost, 9), "methods": {}}
     for method in demo.methods:
         summary = distill(_distill_config(demo, method))
@@ -80,24 +82,31 @@ def study_seed(seed: int, args: argparse.Namespace, work: Path) -> dict:
     )  # fmt: skip
     spec = FeatureSpec(image_size=demo.image_size)
     features = image_features(open_dataset("demo", data.parent), work / "features.npz", spec)
-    key = f"sk-study-{secrets.token_hex(8)}"
-    settings = {"model": "demo", "log_level": "warning", "api_keys": f"study:{key}:100000", "rate_limit_requests": 0}
+    # One key per cell: the vendor replays a request another cell already paid for under the same key for free,
+    # which would make a later cell look cheaper than a user starting from nothing would find it.
+    keys = [f"sk-study-{i}-{secrets.token_hex(8)}" for i in range(64)]
+    accounts = ",".join(f"cell{i}:{k}:100000" for i, k in enumerate(keys))
+    settings = {"model": "demo", "log_level": "warning", "api_keys": accounts, "rate_limit_requests": 0}
     results: dict = {"budgets": {}, "equal_spend": {}}
     with local_vendor(settings, work / "vendor") as vendor:
-        client = TeacherClient(vendor.url, key)
+        fresh = iter(keys)
+
+        def client() -> TeacherClient:
+            return TeacherClient(vendor.url, next(fresh))
+
         for pct in args.budgets:
             images = round(SOURCE_IMAGES * pct / 100)
             strategies = ["all"] if pct == 100 else args.strategies
             for strategy in strategies:
                 folder = work / f"{strategy}-{pct}"
                 results["budgets"].setdefault(str(pct), {})[strategy] = cell(
-                    demo, folder, client, features, strategy=strategy, images=images
+                    demo, folder, client(), features, strategy=strategy, images=images
                 )
                 print(f"seed {seed}, {pct}%, {strategy}: {results['budgets'][str(pct)][strategy]}", flush=True)
         if args.equal_spend:
             images = round(SOURCE_IMAGES * 0.25)
             results["equal_spend"]["25% x 4 (3 views)"] = cell(
-                demo, work / "views", client, features, strategy="stratified", images=images, views=3
+                demo, work / "views", client(), features, strategy="stratified", images=images, views=3
             )
             print(f"seed {seed}, equal spend: {results['equal_spend']}", flush=True)
     return results
