@@ -167,7 +167,7 @@ def line_chart(series: dict[str, list[tuple[float, list[float]]]], ticks: dict, 
     """Lines of accuracy (mean over seeds, a bar of one standard error) against a log-scaled x, one per series."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height, left, bottom, top, right = 720, 420, 70, 60, 40, 150
+    width, height, left, bottom, top, right = 760, 420, 70, 60, 40, 200
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13)
@@ -186,11 +186,12 @@ def line_chart(series: dict[str, list[tuple[float, list[float]]]], ticks: dict, 
     for value, label in ticks.items():
         draw.line([(x_of(value), top), (x_of(value), height - bottom)], fill=(230, 230, 230))
         draw.text((x_of(value) - 20, height - bottom + 8), label, fill=(80, 80, 80), font=font)
-    for tick in range(int(low * 100) + 1, int(high * 100) + 1, 2):
+    step = 2 if high - low < 0.2 else 5
+    for tick in range(step * (int(low * 100) // step + 1), int(high * 100) + 1, step):
         draw.text((10, y_of(tick / 100) - 7), f"{tick}%", fill=(80, 80, 80), font=font)
     colours = [(255, 127, 14), (148, 103, 189), (44, 160, 44), (214, 39, 40), (31, 119, 180), (140, 86, 75),
                (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
-    for (name, points), colour in zip(series.items(), colours, strict=False):
+    for row, ((name, points), colour) in enumerate(zip(series.items(), colours, strict=False)):
         drawn = []
         for value, runs in points:
             mean = statistics.fmean(runs)
@@ -199,7 +200,9 @@ def line_chart(series: dict[str, list[tuple[float, list[float]]]], ticks: dict, 
                 se = statistics.stdev(runs) / len(runs) ** 0.5
                 draw.line([(x_of(value), y_of(mean - se)), (x_of(value), y_of(mean + se))], fill=colour, width=2)
         draw.line(drawn, fill=colour, width=3)
-        draw.text((drawn[-1][0] + 10, drawn[-1][1] - 7), name, fill=colour, font=font)
+        legend = (width - right + 20, top + 18 * row)  # a legend beside the plot: lines may end at one point
+        draw.line([legend[0], legend[1] + 7, legend[0] + 18, legend[1] + 7], fill=colour, width=3)
+        draw.text((legend[0] + 24, legend[1]), name, fill=colour, font=font)
     image.save(path)
 
 
