@@ -29,10 +29,12 @@ def test_every_results_table_matches_the_results_file_that_measured_it():
     for block in blocks:
         for name in filter(None, (block["file"], block["other"])):
             record = json.loads((REPO / name).read_text())
-            assert record["command"].startswith(("python tools/measure_demo.py", "python tools/shortcut_probe.py"))
+            assert record["command"].startswith(
+                ("python tools/measure_demo.py", "python tools/shortcut_probe.py", "python bench/budget_study.py")
+            ), "a results file names the command that wrote it"
             assert len(record["commit"]) == 40
             studies = record["views"].values() if "views" in record else [record]
-            for seeds in (study.get("seeds") or study["shortcut"] for study in studies):
+            for seeds in (study.get("seeds") or study.get("shortcut") or study["study"] for study in studies):
                 assert len(seeds) >= 3, "a claim rests on three seeds at least"
 
 
@@ -151,3 +153,28 @@ def test_the_shortcut_probe_shows_the_same_fresh_shapes_and_changes_only_their_b
         assert sets[condition][1].tolist() == labels.tolist()
     own, other = (np.asarray(image, dtype=np.int16) for image in (sets["own"][0][0], sets["other"][0][0]))
     assert own.shape == other.shape and np.abs(own - other).max() > 0, "another background"
+
+
+def test_a_budget_study_renders_its_table_its_goals_and_its_chart(tmp_path, monkeypatch):
+    module = renderer()
+
+    def run(kd: float, paid: int) -> dict:
+        return {"images_paid": paid, "cost": paid * 1e-4, "methods": {"kd": {"id_acc": 0.9, "ood_acc": kd}}}
+
+    def seed(random: float, kcenter: float, full: float) -> dict:
+        return {"budgets": {"25": {"random": run(random, 120), "kcenter": run(kcenter, 120)},
+                            "100": {"all": run(full, 480)}}, "equal_spend": {}}  # fmt: skip
+
+    record = {"command": "python bench/budget_study.py", "measured": "2026-12-03", "commit": "d" * 40,
+              "uncommitted_changes": False, "machine": {"cpu": "CPU", "torch_threads": 2, "torch": "2.14.1"},
+              "target": "sketch", "study": {"0": seed(0.50, 0.60, 0.62), "1": seed(0.52, 0.62, 0.64),
+                                            "2": seed(0.48, 0.61, 0.63)}}  # fmt: skip
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.json").write_text(json.dumps(record))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    text = module.render("<!-- results docs/b.json -->\nstale\n<!-- end results -->\n", draw=True)
+    assert "| 25% | 120 | kcenter | 61.0 ± 0.6 |" in text
+    assert "| 100% | 480 | all | 63.0 ± 0.6 |" in text
+    assert "kcenter, reaches 97% of the full budget's OOD accuracy (goal: 95%, met)" in text
+    assert "beats random by 11.0 ± 1.0 points, paired by seed (goal: more than two standard errors, met)" in text
+    assert (tmp_path / "docs" / "b.png").read_bytes().startswith(b"\x89PNG")
