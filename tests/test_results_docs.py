@@ -173,8 +173,8 @@ def test_a_budget_study_renders_its_table_its_goals_and_its_chart(tmp_path, monk
     (tmp_path / "docs" / "b.json").write_text(json.dumps(record))
     monkeypatch.setattr(module, "REPO", tmp_path)
     text = module.render("<!-- results docs/b.json -->\nstale\n<!-- end results -->\n", draw=True)
-    assert "| 25% | 120 | kcenter | 61.0 ± 0.6 |" in text
-    assert "| 100% | 480 | all | 63.0 ± 0.6 |" in text
+    assert "| 25% | 120 | 0.0120 | kcenter | 61.0 ± 0.6 |" in text
+    assert "| 100% | 480 | 0.0480 | all | 63.0 ± 0.6 |" in text
     assert "kcenter, reaches 97% of the full budget's OOD accuracy (goal: 95%, met)" in text
     assert "beats random by 11.0 ± 1.0 points, paired by seed (goal: more than two standard errors, met)" in text
     assert (tmp_path / "docs" / "b.png").read_bytes().startswith(b"\x89PNG")

@@ -219,18 +219,21 @@ def budget_table(record: dict) -> str:
         return [seed["budgets"][budget][strategy]["methods"][method]["ood_acc"] for seed in seeds]
 
     lines = [
-        "| budget | images paid | strategy | " + " | ".join(f"{NAMES.get(m, m)} OOD" for m in methods) + " |",
-        "|---|---|---|" + "---|" * len(methods),
+        "| budget | images paid | cost (USD) | strategy | "
+        + " | ".join(f"{NAMES.get(m, m)} OOD" for m in methods)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(methods),
     ]
     for budget in budgets:
         for strategy in seeds[0]["budgets"][budget]:
-            paid = seeds[0]["budgets"][budget][strategy]["images_paid"]
+            run = seeds[0]["budgets"][budget][strategy]
             cells = " | ".join(mean_se(ood(budget, strategy, m)) for m in methods)
-            lines.append(f"| {budget}% | {paid} | {strategy} | {cells} |")
+            lines.append(f"| {budget}% | {run['images_paid']} | {run['cost']:.4f} | {strategy} | {cells} |")
     for name in seeds[0].get("equal_spend", {}):
         runs = [seed["equal_spend"][name] for seed in seeds]
         cells = " | ".join(mean_se([r["methods"][m]["ood_acc"] for r in runs]) for m in methods)
-        lines.append(f"| equal spend: {name} | {runs[0]['images_paid']} | stratified | {cells} |")
+        first = runs[0]
+        lines.append(f"| equal spend: {name} | {first['images_paid']} | {first['cost']:.4f} | stratified | {cells} |")
     lines.append("")
     top = budgets[-1]
     for m in methods:
