@@ -37,8 +37,8 @@ from cache.data.datasets import open_dataset  # noqa: E402
 from cache.data.world import write_benchmark  # noqa: E402
 from cache.query import QueryConfig, run_query, run_rounds  # noqa: E402
 from cli.demo_pipeline import _distill_config  # noqa: E402
-from student.config import DemoConfig  # noqa: E402
-from student.features import FeatureSpec, image_features  # noqa: E402
+from student.config import DemoConfig, FeatureSpec  # noqa: E402
+from student.features import image_features  # noqa: E402
 from student.run import distill  # noqa: E402
 from teacher_service.local import local_vendor  # noqa: E402
 

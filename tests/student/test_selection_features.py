@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from cache.store import EmbeddingCache
 from cli.app import app
-from student.features import FeatureSpec, features_path, load_features
+from student.config import FeatureSpec, features_path
+from student.features import load_features
 
 from ..conftest import KEYS, run_service
 from ..query_runs import pacs_args, paid_images
