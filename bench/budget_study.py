@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import secrets
-import shlex
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from measure_demo import commit, machine  # noqa: E402  (the provenance every results file records)
+from measure_demo import provenance  # noqa: E402  (the provenance every results file records)
 
 from cache.client import TeacherClient  # noqa: E402
 from cache.data.datasets import open_dataset  # noqa: E402
@@ -122,11 +120,7 @@ def main() -> None:
     parser.add_argument("--no-equal-spend", dest="equal_spend", action="store_false")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    record = {
-        "command": "python bench/budget_study.py " + shlex.join(sys.argv[1:]),
-        "measured": datetime.date.today().isoformat(),
-        **commit(),
-        "machine": machine(),
+    record = provenance("bench/budget_study.py") | {
         "target": args.target,
         "source_images": SOURCE_IMAGES,
         "study": {},

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -35,6 +34,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from measure_demo import machine  # noqa: E402  (the machine every results file records)
+
 TEACHERS = ("ViT-B-32", "ViT-B-16")
 THREADS_NOTE = "torch and ONNX Runtime each use every core of the machine (their defaults)"
 
@@ -226,7 +228,7 @@ def main() -> None:
     teacher = summary["teacher_zeroshot"]
     result = {
         "command": "python bench/deploy.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": _cpu(), "cores": _cores(), "python": platform.python_version(), **_versions()},
+        "machine": machine() | _versions(),
         "threads": THREADS_NOTE,
         "device": args.device,
         "demo": {"target": summary["target"], "teacher_ood": teacher[summary["target"]], "seed": summary["seed"]},
@@ -302,28 +304,11 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _versions() -> dict:
     import onnxruntime
     import timm
-    import torch
 
-    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "timm": timm.__version__}
+    return {"onnxruntime": onnxruntime.__version__, "timm": timm.__version__}
 
 
 if __name__ == "__main__":

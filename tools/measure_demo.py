@@ -53,6 +53,17 @@ def machine() -> dict:
     }
 
 
+def provenance(script: str) -> dict:
+    """What every results file starts with: the command that wrote it, the day, the commit (read before the runs,
+    so a commit made meanwhile is not credited) and the machine."""
+    return {
+        "command": f"python {script} " + shlex.join(sys.argv[1:]),
+        "measured": datetime.date.today().isoformat(),
+        **commit(),
+        "machine": machine(),
+    }
+
+
 def commit() -> dict:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
@@ -97,15 +108,11 @@ def main() -> None:
     args = parser.parse_args()
     demo_args = ["--target", args.target, *(["--quick"] if args.quick else [])]
     demo_args += ["--methods", args.methods] if args.methods else []
-    code = commit()  # the code measured: read before the runs, so a commit made meanwhile is not credited
-    if code["uncommitted_changes"]:
+    record = provenance("tools/measure_demo.py")
+    if record["uncommitted_changes"]:
         print("warning: the tree has uncommitted changes; the file will say so", file=sys.stderr)
-    record = {
-        "command": "python tools/measure_demo.py " + shlex.join(sys.argv[1:]),
+    record |= {
         "demo": "vl2v demo --seed S --json " + shlex.join(demo_args) + (" --views K" if args.views else ""),
-        "measured": datetime.date.today().isoformat(),
-        **code,
-        "machine": machine(),
         "target": args.target,
         "quick": args.quick,
     }

@@ -13,17 +13,15 @@ of a student's answer the pattern decides. `tools/render_results.py` renders the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import random
-import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from measure_demo import REPO, commit, machine
+from measure_demo import REPO, provenance
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, render
 from student.data import eval_transform
@@ -104,11 +102,7 @@ def main() -> None:
     parser.add_argument("--target", default="sketch")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    record = {
-        "command": "python tools/shortcut_probe.py " + shlex.join(sys.argv[1:]),
-        "measured": datetime.date.today().isoformat(),
-        **commit(),
-        "machine": machine(),
+    record = provenance("tools/shortcut_probe.py") | {
         "target": args.target,
         "per_class": PER_CLASS,
         "shortcut": {str(seed): probe_seed(seed, args.target) for seed in args.seeds},
