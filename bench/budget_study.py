@@ -34,7 +34,7 @@ from cache.client import TeacherClient  # noqa: E402
 from cache.data.datasets import open_dataset  # noqa: E402
 from cache.data.world import write_benchmark  # noqa: E402
 from cache.query import QueryConfig, run_query, run_rounds  # noqa: E402
-from cli.demo_pipeline import _distill_config  # noqa: E402
+from cli.demo_pipeline import distill_config  # noqa: E402
 from student.config import DemoConfig, FeatureSpec  # noqa: E402
 from student.features import image_features  # noqa: E402
 from student.run import distill  # noqa: E402
@@ -64,7 +64,7 @@ def cell(
         raise SystemExit(f"{folder.name}: {report.free_images} images replayed free; every cell needs a fresh key")
     out = {"images_paid": report.paid_images, "cost": round(report.cost, 9), "methods": {}}
     for method in demo.methods:
-        summary = distill(_distill_config(demo, method))
+        summary = distill(distill_config(demo, method))
         assert summary is not None
         (result,) = summary.results
         out["methods"][method] = {"id_acc": result.id_acc, "ood_acc": result.ood_acc}

@@ -115,7 +115,7 @@ def run_demo(
     for method in config.methods:
         on_event(f"distilling {method} into {config.student} (target domain: {config.target})")
         began = time.monotonic()
-        summary = distill(_distill_config(config, method), on_progress=on_progress)
+        summary = distill(distill_config(config, method), on_progress=on_progress)
         assert summary is not None, "one process: it reports"
         (result,) = summary.results
         methods[method] = MethodScore(result.id_acc, result.ood_acc, round(time.monotonic() - began, 1))
@@ -142,7 +142,7 @@ def run_demo(
     return demo
 
 
-def _distill_config(config: DemoConfig, method: str) -> DistillConfig:
+def distill_config(config: DemoConfig, method: str) -> DistillConfig:
     overrides = demo_overrides(method, config.steps, config.lr)
     pretrained = config.student_weights is not None
     return DistillConfig(

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from cache.errors import InvalidOption
 from cli.app import app
-from cli.demo_pipeline import DEMO_HPARAMS, _distill_config
+from cli.demo_pipeline import DEMO_HPARAMS, distill_config
 from common.weights import verified_demo_weights
 from student.config import DemoConfig
 from student.results import MethodScore, gap_closed
@@ -104,16 +104,16 @@ def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
 
 def test_demo_options_reach_every_distillation():
     config = DemoConfig(lr=0.01, image_size=32, steps=7, batch_size=3, eval_every=2, student_weights=None, views=2)
-    distill = _distill_config(config, "kd")
+    distill = distill_config(config, "kd")
     assert distill.overrides["lr"] == "0.01" and distill.image_size == 32 and not distill.pretrained
     assert distill.views == 2
     assert (distill.train.steps, distill.train.batch_size, distill.train.eval_every) == (7, 3, 2)
-    by_default = {m: _distill_config(DemoConfig(), m).overrides for m in DemoConfig().methods}
+    by_default = {m: distill_config(DemoConfig(), m).overrides for m in DemoConfig().methods}
     averaged = {"averaging": "sma", "sma_start": "75"}  # the second half of 150 steps
     assert by_default["kd"] == DEMO_HPARAMS["kd"] | averaged, "each method's demo settings by default"
     assert by_default["rise"] == averaged, "RISE keeps its paper's settings, averaged as every method is"
     assert all(o["averaging"] == "sma" for o in by_default.values()), "no best-of-two-checkpoints anywhere"
-    assert _distill_config(DemoConfig().quick(), "adip").overrides["sma_start"] == "30", "half of the quick 60 steps"
+    assert distill_config(DemoConfig().quick(), "adip").overrides["sma_start"] == "30", "half of the quick 60 steps"
     quick, full = DemoConfig().quick(), DemoConfig()
     assert quick.per_class < full.per_class and quick.steps < full.steps
 

@@ -125,5 +125,5 @@ def test_the_demos_lr_reaches_every_method(captured, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = _config("demo", ["--lr", "0.003"], captured)
     for method in config.methods:
-        assert cli.demo_pipeline._distill_config(config, method).overrides["lr"] == "0.003"
+        assert cli.demo_pipeline.distill_config(config, method).overrides["lr"] == "0.003"
     assert Path("vl2v-demo").exists() is False  # nothing ran
