@@ -27,13 +27,18 @@ def test_every_results_table_matches_the_results_file_that_measured_it():
     blocks = [m for name in renderer().DOCUMENTS for m in renderer().BLOCK.finditer((REPO / name).read_text())]
     assert blocks, "the README's demo table is rendered from docs/results/"
     for block in blocks:
-        for name in filter(None, (block["file"], block["other"])):
+        for name in renderer().block_files(block):
             record = json.loads((REPO / name).read_text())
             assert record["command"].startswith(
-                ("python tools/measure_demo.py", "python tools/shortcut_probe.py", "python bench/budget_study.py")
-            ), "a results file names the command that wrote it"
+                ("python tools/measure_demo.py", "python tools/shortcut_probe.py", "python bench/budget_study.py",
+                 "python tools/seed_split.py", "python tools/search_demo.py")
+            ), "a results file names the command that wrote it"  # fmt: skip
             assert len(record["commit"]) == 40
             studies = record["views"].values() if "views" in record else [record]
+            if "worlds" in record:
+                studies = [{"seeds": world["train_seeds"]} for world in record["worlds"].values()]
+            if "search" in record:
+                studies = [{"seeds": point["worlds"]} for point in record["search"]]
             for seeds in (study.get("seeds") or study.get("shortcut") or study["study"] for study in studies):
                 assert len(seeds) >= 3, "a claim rests on three seeds at least"
 
@@ -178,3 +183,109 @@ def test_a_budget_study_renders_its_table_its_goals_and_its_chart(tmp_path, monk
     assert "kcenter, reaches 97% of the full budget's OOD accuracy (goal: 95%, met)" in text
     assert "beats random by 11.0 ± 1.0 points, paired by seed (goal: more than two standard errors, met)" in text
     assert (tmp_path / "docs" / "b.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _demo_record(erm: list[float], kd: list[float], quick: bool = False, target: str = "sketch") -> dict:
+    seeds = {
+        str(i): {"methods": {"erm": {"ood_acc": e}, "kd": {"ood_acc": k}}}
+        for i, (e, k) in enumerate(zip(erm, kd, strict=True))
+    }
+    return {"command": "python tools/measure_demo.py", "measured": "2026-12-03", "commit": "d" * 40,
+            "uncommitted_changes": False, "machine": {"cpu": "CPU", "torch_threads": 2, "torch": "2.14.1"},
+            "quick": quick, "target": target, "seeds": seeds}  # fmt: skip
+
+
+def test_results_of_several_paths_pool_into_one_paired_difference_over_every_run(tmp_path, monkeypatch):
+    module = renderer()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.json").write_text(json.dumps(_demo_record([0.60, 0.70], [0.62, 0.74])))
+    (tmp_path / "docs" / "b.json").write_text(json.dumps(_demo_record([0.50, 0.50], [0.49, 0.55], True, "painting")))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    lines = module.render("<!-- results docs/a.json + docs/b.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert lines[1] == (
+        "| method | OOD − ERM, paired, every run | above ERM | beyond two s.e. | default, sketch | quick, painting |"
+    )
+    # differences 2, 4, -1, 5 points: mean 2.5, standard deviation 2.65, standard error 1.3 (2.5 < 2 x 1.3)
+    assert lines[3] == "| KD | 2.5 ± 1.3 | 3 of 4 runs | no | +3.0 | +2.0 |"
+
+
+def test_a_seed_split_sets_the_spread_of_training_seeds_beside_the_spread_of_demo_seeds(tmp_path, monkeypatch):
+    module = renderer()
+
+    def world(erm: list[float], kd: list[float]) -> dict:
+        runs = {seed: run["methods"] for seed, run in _demo_record(erm, kd)["seeds"].items()}
+        return {"teacher_zeroshot": 0.9, "train_seeds": runs}
+
+    split = {"command": "python tools/seed_split.py", "measured": "2026-12-03", "commit": "e" * 40,
+             "uncommitted_changes": False, "machine": {"cpu": "CPU", "torch_threads": 2, "torch": "2.14.1"},
+             "target": "sketch", "worlds": {"0": world([0.60, 0.64], [0.62, 0.62]),
+                                            "1": world([0.70, 0.70], [0.71, 0.75])}}  # fmt: skip
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "split.json").write_text(json.dumps(split))
+    (tmp_path / "docs" / "demo.json").write_text(json.dumps(_demo_record([0.60, 0.70, 0.80], [0.62, 0.74, 0.80])))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    text = module.render("<!-- results docs/split.json vs docs/demo.json -->\nstale\n<!-- end results -->\n")
+    lines = text.splitlines()
+    assert lines[1:4] == ["| world | training seed | ERM | KD | KD − ERM |", "|---|---|---|---|---|",
+                          "| 0 | 0 | 60.0 | 62.0 | 2.0 |"]  # fmt: skip
+    # ERM: world 0 60 and 64, world 1 70 and 70: squares 8 over 2 degrees of freedom, sd 2.0; KD: 0 + 8 over 2,
+    # sd 2.0; KD - ERM: world 0 2 and -2, world 1 1 and 5: 8 + 8 over 2, sd 2.8. Across demo seeds: 10.0, 9.2, 2.0
+    assert "| across training seeds, one world (pooled over 2) | 2.0 | 2.0 | 2.8 |" in lines
+    assert "| across demo seeds (3: a new world and a new training seed each) | 10.0 | 9.2 | 2.0 |" in lines
+    assert "`python tools/seed_split.py`" in text and "`python tools/measure_demo.py`" in text
+
+
+def test_a_demo_measured_under_load_renders_its_seconds_beside_the_same_seeds_alone(tmp_path, monkeypatch):
+    module = renderer()
+    alone = _demo_record([0.60, 0.70, 0.80], [0.62, 0.74, 0.80])
+    loaded = _demo_record([0.60, 0.70, 0.80], [0.62, 0.74, 0.80]) | {
+        "load": {"threads": 2, "job": "a 2-thread PyTorch job"}
+    }
+    for record, seconds in ((alone, [70, 80, 75]), (loaded, [140, 200, 150])):
+        for run, s in zip(record["seeds"].values(), seconds, strict=True):
+            run["wall_s"] = s
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "alone.json").write_text(json.dumps(alone))
+    (tmp_path / "docs" / "load.json").write_text(json.dumps(loaded))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    text = module.render("<!-- results docs/alone.json vs docs/load.json -->\nstale\n<!-- end results -->\n")
+    assert "| 1 | 80 | 200 | 2.5x |" in text
+    assert "beside a 2-thread PyTorch job, on the same cores. The demo took 2.0 to 2.5 times as long" in text
+    assert "every accuracy was the same as alone" in text
+    loaded["seeds"]["2"]["methods"]["kd"]["ood_acc"] = 0.81
+    (tmp_path / "docs" / "load.json").write_text(json.dumps(loaded))
+    text = module.render("<!-- results docs/alone.json vs docs/load.json -->\nstale\n<!-- end results -->\n")
+    assert "every accuracy was not the same as alone" in text
+
+
+def test_a_search_renders_every_point_on_source_validation_with_the_chosen_one_bold(tmp_path, monkeypatch):
+    module = renderer()
+    spec = importlib.util.spec_from_file_location("search_demo", REPO / "tools" / "search_demo.py")
+    assert spec and spec.loader
+    search = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    spec.loader.exec_module(search)
+    grid = search.parse_grid(["kd_weight=0.5,1", "temperature=3"])
+    assert grid == [{"kd_weight": "0.5", "temperature": "3"}, {"kd_weight": "1", "temperature": "3"}]
+
+    def run(acc: float, loss: float) -> dict:
+        return {"id_acc": acc, "source_val_loss": loss, "ood_acc": 0.1}
+
+    points = [
+        {"set": grid[0], "worlds": {"0": run(0.96, 0.2), "1": run(0.98, 0.2)}},
+        {"set": grid[1], "worlds": {"0": run(0.97, 0.1), "1": run(0.97, 0.1)}},
+    ]
+    assert search.chosen(points) == 1, "equal accuracy (97%): the lower loss"
+    points[0]["worlds"]["1"]["id_acc"] = 0.99
+    assert search.chosen(points) == 0, "the held-out accuracy (ood_acc) plays no part"
+    record = {"command": "python tools/search_demo.py --method kd", "measured": "2026-12-03", "commit": "f" * 40,
+              "uncommitted_changes": False, "machine": {"cpu": "CPU", "torch_threads": 2, "torch": "2.14.1"},
+              "target": "sketch", "method": "kd", "search": points, "chosen": 0}  # fmt: skip
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "search.json").write_text(json.dumps(record))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    lines = module.render("<!-- results docs/search.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert lines[1] == "| `kd_weight` | `temperature` | source val (%), 2 worlds | source val loss |"
+    assert lines[3] == "| **0.5** | **3** | **97.50** | **0.200** |"
+    assert lines[4] == "| 1 | 3 | 97.00 | 0.100 |"
+    assert "KD: chosen kd_weight 0.5, temperature 3." in lines

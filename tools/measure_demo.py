@@ -3,6 +3,7 @@
     python tools/measure_demo.py --seeds 0 1 2 --target sketch --out docs/results/demo-sketch.json
     python tools/measure_demo.py --seeds 0 1 2 --quick --out docs/results/demo-quick-sketch.json
     python tools/measure_demo.py --quick --methods kd,adip --views 0 1 4 --out docs/results/views-study.json
+    python tools/measure_demo.py --seeds 0 1 2 --quick --load 2 --out docs/results/demo-quick-sketch-load.json
 
 Each seed runs `vl2v demo --seed S --json` in its own process, one after another; with `--views`, once per K
 (`vl2v demo --views K`: K augmented views bought of each image and replayed), the file holding one set of seeds
@@ -14,6 +15,7 @@ the thread count and the torch build, so a reader can tell a different result fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -88,6 +90,27 @@ def run_seed(seed: int, demo_args: list[str]) -> dict:
     return result
 
 
+# What "under load" means here: another PyTorch job on the same cores, as a second training run or a notebook is.
+LOAD_JOB = (
+    "import sys, torch; torch.set_num_threads(int(sys.argv[1])); a = torch.randn(512, 512)\n"
+    "while True: a = torch.tanh(a @ a)"
+)
+
+
+@contextlib.contextmanager
+def load(threads: int | None):
+    """While the block runs, a `threads`-thread PyTorch job (float32 512 x 512 matmuls in a loop) beside it."""
+    if not threads:
+        yield None
+        return
+    job = subprocess.Popen([sys.executable, "-c", LOAD_JOB, str(threads)])
+    try:
+        yield {"threads": threads, "job": f"a {threads}-thread PyTorch job: 512 x 512 float32 matmuls in a loop"}
+    finally:
+        job.kill()
+        job.wait()
+
+
 def seeds_of(seeds: list[int], demo_args: list[str]) -> dict[str, dict]:
     results = {}
     for seed in seeds:
@@ -104,6 +127,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--methods", help="comma-separated, as `vl2v demo --methods` (default: the demo's)")
     parser.add_argument("--views", type=int, nargs="+", help="measure each K of `vl2v demo --views K`")
+    parser.add_argument("--load", type=int, metavar="THREADS", help="measure beside a PyTorch job of THREADS threads")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     demo_args = ["--target", args.target, *(["--quick"] if args.quick else [])]
@@ -116,10 +140,13 @@ def main() -> None:
         "target": args.target,
         "quick": args.quick,
     }
-    if args.views is None:
-        record["seeds"] = seeds_of(args.seeds, demo_args)
-    else:
-        record["views"] = {str(k): {"seeds": seeds_of(args.seeds, [*demo_args, "--views", str(k)])} for k in args.views}
+    with load(args.load) as job:
+        record |= {"load": job} if job else {}
+        if args.views is None:
+            record["seeds"] = seeds_of(args.seeds, demo_args)
+        else:
+            views = args.views
+            record["views"] = {str(k): {"seeds": seeds_of(args.seeds, [*demo_args, "--views", str(k)])} for k in views}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")

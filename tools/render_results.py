@@ -20,8 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/demo.md")
+# `FILE`, `FILE vs OTHER` (the same seeds measured twice) or `A + B + ...` (several results pooled).
 BLOCK = re.compile(
-    r"(<!-- results (?P<file>\S+)(?: vs (?P<other>\S+))? -->\n)(?P<body>.*?)(<!-- end results -->)", re.S
+    r"(?P<open><!-- results (?P<files>\S+(?: (?:vs|\+) \S+)*) -->\n)(?P<body>.*?)(?P<close><!-- end results -->)", re.S
 )
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
@@ -34,6 +35,11 @@ def mean_se(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * statistics.stdev(values) / len(values) ** 0.5:.1f}"
 
 
+def span(values: list[float]) -> str:
+    """In points, the lowest and the highest: "72.3 to 84.5"."""
+    return f"{100 * min(values):.1f} to {100 * max(values):.1f}"
+
+
 def demo_table(record: dict) -> str:
     """Teacher and methods (ID, OOD, paired OOD difference to ERM), then every seed's OOD accuracy."""
     seeds = record["seeds"]
@@ -43,21 +49,21 @@ def demo_table(record: dict) -> str:
     ood = {m: [r["methods"][m]["ood_acc"] for r in runs] for m in methods}
     teacher = [r["teacher_zeroshot"][target] for r in runs]
     lines = [
-        f"| model | ID (source val) | OOD ({target}) | OOD − ERM, paired | above ERM | gap closed |",
-        "|---|---|---|---|---|---|",
-        f"| teacher, zero-shot (demo CLIP) | – | {mean_se(teacher)} | | | |",
+        f"| model | ID (source val) | OOD ({target}) | one seed's OOD | OOD − ERM, paired | above ERM | gap closed |",
+        "|---|---|---|---|---|---|---|",
+        f"| teacher, zero-shot (demo CLIP) | – | {mean_se(teacher)} | {span(teacher)} | | | |",
     ]
     for m in methods:
         ids = [r["methods"][m]["id_acc"] for r in runs]
         if m == "erm" or "erm" not in ood:
-            lines.append(f"| {NAMES.get(m, m)} | {mean_se(ids)} | {mean_se(ood[m])} | | | |")
+            lines.append(f"| {NAMES.get(m, m)} | {mean_se(ids)} | {mean_se(ood[m])} | {span(ood[m])} | | | |")
             continue
         differences = [a - b for a, b in zip(ood[m], ood["erm"], strict=True)]
         above = sum(d > 0 for d in differences)
         # The share of the ERM-to-teacher gap the method closes, on the means over seeds.
         gap = statistics.fmean(differences) / (statistics.fmean(teacher) - statistics.fmean(ood["erm"]))
         lines.append(
-            f"| {NAMES.get(m, m)} | {mean_se(ids)} | {mean_se(ood[m])} | {mean_se(differences)} | "
+            f"| {NAMES.get(m, m)} | {mean_se(ids)} | {mean_se(ood[m])} | {span(ood[m])} | {mean_se(differences)} | "
             f"{above} of {len(differences)} seeds | {100 * gap:.0f}% |"
         )
     lines += ["", "| seed | teacher | " + " | ".join(NAMES.get(m, m) for m in methods) + " | seconds |"]
@@ -67,7 +73,117 @@ def demo_table(record: dict) -> str:
         lines.append(
             f"| {seed} | {100 * r['teacher_zeroshot'][target]:.1f} | " + " | ".join(cells) + f" | {r['wall_s']:.0f} |"
         )
+    seconds = [r["wall_s"] for r in runs]
+    lines += ["", f"One run took {min(seconds):.0f} to {max(seconds):.0f} s, the seeds one after another, alone."]
     return "\n".join([*lines, "", provenance(record)]) + "\n"
+
+
+def pooled_table(records: list[dict]) -> str:
+    """Several demo results pooled: each method's paired OOD difference to ERM over every (path, seed) run, how
+    many runs it is above ERM on, and its mean on each path."""
+    paths = [f"{'quick' if r['quick'] else 'default'}, {r['target']}" for r in records]
+    methods = [m for m in next(iter(records[0]["seeds"].values()))["methods"] if m != "erm"]
+    lines = [
+        "| method | OOD − ERM, paired, every run | above ERM | beyond two s.e. | " + " | ".join(paths) + " |",
+        "|---|---|---|---|" + "---|" * len(paths),
+    ]
+    for m in methods:
+        per_path = [
+            [run["methods"][m]["ood_acc"] - run["methods"]["erm"]["ood_acc"] for run in r["seeds"].values()]
+            for r in records
+        ]
+        every = [d for differences in per_path for d in differences]
+        cells = [f"{100 * statistics.fmean(differences):+.1f}" for differences in per_path]
+        mean, se = statistics.fmean(every), statistics.stdev(every) / len(every) ** 0.5
+        beyond = "above" if mean > 2 * se else "below" if mean < -2 * se else "no"
+        lines.append(
+            f"| {NAMES.get(m, m)} | {mean_se(every)} | {sum(d > 0 for d in every)} of {len(every)} runs | {beyond} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def search_table(record: dict) -> str:
+    """Every point of a search with its source-validation accuracy and loss over the worlds, the chosen one bold."""
+    points = record["search"]
+    names = list(points[0]["set"])
+    worlds = list(points[0]["worlds"])
+    lines = [
+        "| " + " | ".join(f"`{n}`" for n in names) + f" | source val (%), {len(worlds)} worlds | source val loss |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    for i, point in enumerate(points):
+        runs = point["worlds"].values()
+        cells = [*point["set"].values(), f"{100 * statistics.fmean(r['id_acc'] for r in runs):.2f}"]
+        cells.append(f"{statistics.fmean(r['source_val_loss'] for r in runs):.3f}")
+        lines.append("| " + " | ".join(f"**{c}**" if i == record["chosen"] else c for c in cells) + " |")
+    best = ", ".join(f"{k} {v}" for k, v in points[record["chosen"]]["set"].items())
+    lines += ["", f"{NAMES.get(record['method'], record['method'])}: chosen {best}.", "", provenance(record)]
+    return "\n".join(lines) + "\n"
+
+
+def load_table(alone: dict, loaded: dict) -> str:
+    """The same seeds' wall time alone and beside another job, and whether every accuracy stayed the same."""
+    seeds = [s for s in loaded["seeds"] if s in alone["seeds"]]
+    lines = ["| seed | seconds alone | seconds under load | slower by |", "|---|---|---|---|"]
+    ratios = []
+    for seed in seeds:
+        a, b = alone["seeds"][seed]["wall_s"], loaded["seeds"][seed]["wall_s"]
+        ratios.append(b / a)
+        lines.append(f"| {seed} | {a:.0f} | {b:.0f} | {b / a:.1f}x |")
+    same = all(alone["seeds"][s]["methods"] == loaded["seeds"][s]["methods"] for s in seeds)
+    lines += [
+        "",
+        f"Under load: beside {loaded['load']['job']}, on the same cores. The demo took {min(ratios):.1f} to "
+        f"{max(ratios):.1f} times as long; every accuracy {'was' if same else 'was not'} the same as alone.",
+        "",
+        provenance(alone),
+        "",
+        provenance(loaded),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def seed_split_table(record: dict, demo: dict) -> str:
+    """Every training seed's OOD accuracy on each world, then the spread (standard deviation) across training seeds
+    on one world beside the spread across demo seeds (a new world and a new training seed each) in `demo`."""
+    worlds = record["worlds"]
+    methods = list(next(iter(next(iter(worlds.values()))["train_seeds"].values())))
+    others = [m for m in methods if m != "erm"]
+    names = [NAMES.get(m, m) for m in methods] + [f"{NAMES.get(m, m)} − ERM" for m in others]
+    lines = [
+        "| world | training seed | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * (len(methods) + len(others)),
+    ]  # fmt: skip
+
+    def columns(run: dict) -> list[float]:
+        ood = {m: 100 * run[m]["ood_acc"] for m in methods}
+        return [ood[m] for m in methods] + [ood[m] - ood["erm"] for m in others]
+
+    within: list[list[list[float]]] = []  # per world, per column: the training seeds' values
+    for world, split in worlds.items():
+        rows = [columns(run) for run in split["train_seeds"].values()]
+        within.append([list(column) for column in zip(*rows, strict=True)])
+        for seed, row in zip(split["train_seeds"], rows, strict=True):
+            lines.append(f"| {world} | {seed} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+    # The pooled within-world standard deviation: each world's squared deviations from its own mean.
+    pooled = []
+    for c in range(len(methods) + len(others)):
+        squares = sum(sum((v - statistics.fmean(w[c])) ** 2 for v in w[c]) for w in within)
+        pooled.append(math.sqrt(squares / sum(len(w[c]) - 1 for w in within)))
+    across = [columns(run["methods"]) for run in demo["seeds"].values()]
+    spread = [statistics.stdev(column) for column in zip(*across, strict=True)]
+    lines += [
+        "",
+        "| standard deviation of the OOD accuracy (points) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * (len(methods) + len(others)),
+        f"| across training seeds, one world (pooled over {len(worlds)}) | " + " | ".join(f"{v:.1f}" for v in pooled)
+        + " |",
+        f"| across demo seeds ({len(across)}: a new world and a new training seed each) | "
+        + " | ".join(f"{v:.1f}" for v in spread) + " |",
+    ]  # fmt: skip
+    return "\n".join([*lines, "", provenance(record), "", provenance(demo)]) + "\n"
 
 
 def provenance(record: dict) -> str:
@@ -298,25 +414,40 @@ def shortcut_table(record: dict) -> str:
     return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 
+def block_files(match: re.Match) -> list[str]:
+    """The results files a block renders, in order."""
+    return re.split(r" (?:vs|\+) ", match["files"])
+
+
 def render(text: str, draw: bool = False) -> str:
     """`text` with every results block rendered from its file; with `draw`, the files' figures written too."""
 
     def table(match: re.Match) -> str:
-        path = REPO / match["file"]
-        record = json.loads(path.read_text())
-        if match["other"]:
-            return match[1] + spread_table(record, json.loads((REPO / match["other"]).read_text())) + match[5]
+        return match["open"] + body(match) + match["close"]
+
+    def body(match: re.Match) -> str:
+        paths = [REPO / name for name in block_files(match)]
+        records = [json.loads(path.read_text()) for path in paths]
+        record, path = records[0], paths[0]
+        if " + " in match["files"]:
+            return pooled_table(records)
+        if " vs " in match["files"]:
+            if "load" in records[1]:
+                return load_table(record, records[1])
+            return (seed_split_table if "worlds" in record else spread_table)(record, records[1])
         if "shortcut" in record:
-            return match[1] + shortcut_table(record) + match[5]
+            return shortcut_table(record)
+        if "search" in record:
+            return search_table(record)
         if "study" in record:
             if draw:
                 budget_chart(record, path.with_suffix(".png"))
-            return match[1] + budget_table(record) + match[5]
+            return budget_table(record)
         if "views" not in record:
-            return match[1] + demo_table(record) + match[5]
+            return demo_table(record)
         if draw:
             views_chart(record, path.with_suffix(".png"))
-        return match[1] + views_table(record) + match[5]
+        return views_table(record)
 
     return BLOCK.sub(table, text)
 

@@ -1,0 +1,73 @@
+"""A demo world bought once, and students trained on it with the demo's settings and any change to them.
+
+`vl2v demo --seed W` draws world W, buys it and trains the demo's methods with training seed W. The tools that study
+the demo's spread and its settings then train more students on that same cache, in this process:
+
+    with bought_world(0, DemoConfig(methods=("kd",))) as world:
+        scores = train(world, "kd", seed=1, changes={"temperature": "2"})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from measure_demo import REPO
+
+from cli.demo_pipeline import distill_config
+from student.config import DemoConfig
+from student.run import distill
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    demo: DemoConfig  # out: the folder `vl2v demo` wrote (its cache among it); seed: the world's
+    measured: dict  # what `vl2v demo --json` printed
+
+
+@contextlib.contextmanager
+def bought_world(seed: int, demo: DemoConfig) -> Iterator[World]:
+    """`vl2v demo --seed seed` with the demo's methods, in a temporary folder that lives as long as the block."""
+    quick = demo.steps == DemoConfig().quick().steps
+    with tempfile.TemporaryDirectory(prefix="vl2v-world-") as folder:
+        command = [
+            sys.executable, "-m", "cli", "demo", "--seed", str(seed), "--target", demo.target,
+            "--methods", ",".join(demo.methods), "--out", folder, "--json", *(["--quick"] if quick else []),
+        ]  # fmt: skip
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"world {seed}: vl2v demo failed:\n{done.stderr[-2000:]}")
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        yield World(dataclasses.replace(demo, out=Path(folder), seed=seed), measured)
+
+
+def train(world: World, method: str, seed: int, changes: dict[str, str] | None = None) -> dict:
+    """`method` trained on `world`'s cache with training seed `seed`, the demo's settings with `changes` made:
+    its held-out and source-validation accuracy, its source-validation loss and its seconds."""
+    config = distill_config(world.demo, method)
+    name = "-".join([method, str(seed), *(f"{k}={v}" for k, v in (changes or {}).items())])
+    config = dataclasses.replace(
+        config,
+        out=world.demo.out / "again" / name,
+        overrides=config.overrides | (changes or {}),
+        train=dataclasses.replace(config.train, seed=seed),
+    )
+    began = time.monotonic()
+    summary = distill(config)
+    assert summary is not None, "one process: it reports"
+    (result,) = summary.runs
+    records = (Path(result.run_dir) / "results.jsonl").read_text().splitlines()
+    final = next(r for r in map(json.loads, reversed(records)) if r.get("final"))
+    return {
+        "id_acc": result.id_acc,
+        "ood_acc": result.ood_acc,
+        "source_val_loss": final["source_val_loss"],
+        "wall_s": round(time.monotonic() - began, 1),
+    }

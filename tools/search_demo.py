@@ -1,0 +1,76 @@
+"""Search one of the demo's settings on source-domain validation only: a grid, several worlds, one results file.
+
+    python tools/search_demo.py --method kd --grid kd_weight=0.2,0.5,1,2 --grid temperature=2,3 \
+        --worlds 0 1 2 --out docs/results/search-kd.json
+
+For each world seed W, `vl2v demo --seed W --methods METHOD` buys world W; then every point of the grid (each
+`--grid NAME=V1,V2,...` an `--set NAME=V` of `vl2v distill`, the demo's settings otherwise) is trained on it with
+training seed W. A point's score is its accuracy on the source domains' validation splits, averaged over the
+worlds, its source-validation loss breaking ties: DomainBed's training-domain validation. The held-out domain's
+accuracy is recorded in the file, as the runs measured it, and plays no part in the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+from pathlib import Path
+
+from demo_world import bought_world, train
+from measure_demo import provenance
+
+from student.config import DemoConfig
+
+
+def parse_grid(specs: list[str]) -> list[dict[str, str]]:
+    """`["a=1,2", "b=3"]` -> every combination: `[{"a": "1", "b": "3"}, {"a": "2", "b": "3"}]`."""
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if not name or not values:
+            raise SystemExit(f"--grid {spec!r}: expected NAME=V1,V2,...")
+        axes.append([(name, v) for v in values.split(",")])
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+def chosen(points: list[dict]) -> int:
+    """The index of the point with the best mean source-validation accuracy, the lower loss breaking ties."""
+
+    def score(point: dict) -> tuple[float, float]:
+        runs = point["worlds"].values()
+        return statistics.fmean(r["id_acc"] for r in runs), -statistics.fmean(r["source_val_loss"] for r in runs)
+
+    return max(range(len(points)), key=lambda i: score(points[i]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2,...")
+    parser.add_argument("--worlds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--target", default="sketch")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    grid = parse_grid(args.grid)
+    demo = DemoConfig(target=args.target, methods=(args.method,))
+    points = [{"set": point, "worlds": {}} for point in grid]
+    for seed in args.worlds:
+        with bought_world(seed, demo) as world:
+            for point in points:
+                point["worlds"][str(seed)] = train(world, args.method, seed, point["set"])
+                print(f"world {seed}, {json.dumps(point['set'])}: {json.dumps(point['worlds'][str(seed)])}", flush=True)
+    record = provenance("tools/search_demo.py") | {
+        "target": args.target,
+        "method": args.method,
+        "search": points,
+        "chosen": chosen(points),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}: chose {json.dumps(points[record['chosen']]['set'])}")
+
+
+if __name__ == "__main__":
+    main()
