@@ -116,24 +116,27 @@ def test_the_same_seeds_measured_twice_render_side_by_side_with_how_far_they_mov
 def test_a_shortcut_probe_renders_each_models_accuracy_by_background_and_the_drop(tmp_path, monkeypatch):
     module = renderer()
 
-    def seed(erm_other: float) -> dict:
+    def seed(erm_other: float, kd_random: float, kd_ood: float) -> dict:
         return {
-            "ood_acc": {"erm": 0.7},
+            "ood_acc": {"erm": 0.7, "kd": kd_ood},
             "accuracy": {
                 "erm": {"own": 1.0, "random": 0.8, "other": erm_other},
+                "kd": {"own": 1.0, "random": kd_random, "other": 0.75 + (kd_random - 0.85)},
                 "teacher": {"own": 0.95, "random": 0.95, "other": 0.95},
             },
         }
 
     record = {"command": "python tools/shortcut_probe.py --seeds 0 1", "measured": "2026-12-03", "commit": "c" * 40,
               "uncommitted_changes": False, "machine": {"cpu": "CPU", "torch_threads": 2, "torch": "2.14.1"},
-              "target": "sketch", "shortcut": {"0": seed(0.5), "1": seed(0.7)}}  # fmt: skip
+              "target": "sketch", "shortcut": {"0": seed(0.5, 0.8, 0.72), "1": seed(0.7, 0.9, 0.73)}}  # fmt: skip
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "probe.json").write_text(json.dumps(record))
     monkeypatch.setattr(module, "REPO", tmp_path)
     lines = module.render("<!-- results docs/probe.json -->\nstale\n<!-- end results -->\n").splitlines()
-    assert lines[3] == "| ERM | 100.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 10.0 | 40.0 ± 10.0 | 70.0 ± 0.0 |"
-    assert lines[4] == "| teacher, zero-shot (demo CLIP) | 95.0 ± 0.0 | 95.0 ± 0.0 | 95.0 ± 0.0 | 0.0 ± 0.0 | – |"
+    assert lines[3] == "| ERM | 100.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 10.0 | 40.0 ± 10.0 | 70.0 ± 0.0 |  |  |"
+    kd = "| KD | 100.0 ± 0.0 | 85.0 ± 5.0 | 75.0 ± 5.0 | 25.0 ± 5.0 | 72.5 ± 0.5 | 5.0 ± 5.0 (1 of 2 above) |"
+    assert lines[4] == kd + " 2.5 ± 0.5 |", "paired with ERM by seed: random 0 and 10 points, held out 2 and 3"
+    assert lines[5] == "| teacher, zero-shot (demo CLIP) | 95.0 ± 0.0 | 95.0 ± 0.0 | 95.0 ± 0.0 | 0.0 ± 0.0 | – |  |  |"
 
 
 def test_the_shortcut_probe_shows_the_same_fresh_shapes_and_changes_only_their_background(monkeypatch):
