@@ -31,7 +31,8 @@ def split_world(world_seed: int, train_seeds: list[int], demo: DemoConfig) -> di
             if seed == world_seed:  # the demo's own run
                 runs[str(seed)] = {m: {k: r[k] for k in SCORES} for m, r in world.measured["methods"].items()}
             else:
-                runs[str(seed)] = {m: {k: train(world, m, seed)[k] for k in SCORES} for m in demo.methods}
+                trained = {m: train(world, m, seed) for m in demo.methods}
+                runs[str(seed)] = {m: {k: r[k] for k in SCORES} for m, r in trained.items()}
             print(f"world {world_seed}, training seed {seed}: {json.dumps(runs[str(seed)])}", flush=True)
         teacher = world.measured["teacher_zeroshot"][demo.target]
     return {"teacher_zeroshot": teacher, "train_seeds": runs}
