@@ -213,7 +213,12 @@ def _one_run(
     config, train, method_cls, hparams, knowledge, dataset, keys_by_path, target, trial, on_progress, ranks
 ) -> TrialResult | None:
     splits = make_splits(
-        dataset, keys_by_path, target, trial_seed=trial, views_by_key=knowledge.views_by_key(config.views)
+        dataset,
+        keys_by_path,
+        target,
+        trial_seed=trial,
+        views_by_key=knowledge.views_by_key(config.views),
+        holdout=config.holdout,
     )
     coverage = splits.coverage()
     views = sum(len(s.views) for samples in splits.train_sets().values() for s in samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -157,7 +158,10 @@ def test_adip_stage_one_trains_only_the_projector_and_stage_two_only_the_backbon
     assert stage2 and all(n.startswith("backbone.") for n in stage2)
 
 
-def test_the_target_domain_never_reaches_a_training_batch(pacs_cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("holdout", [None, "photo"])
+def test_the_target_domain_and_a_held_out_source_never_reach_a_training_batch(
+    pacs_cache, tmp_path, monkeypatch, holdout
+):
     trained, evaluated = set(), set()
     original = student_data.ImageFiles.__getitem__
 
@@ -167,9 +171,16 @@ def test_the_target_domain_never_reaches_a_training_batch(pacs_cache, tmp_path, 
         return original(self, index)
 
     monkeypatch.setattr(student_data.ImageFiles, "__getitem__", spy)
-    distill(tiny_config(pacs_cache, tmp_path, "kd", "cartoon", steps=20, eval_every=10, batch_size=8))
-    assert trained == {"art_painting", "photo", "sketch"}, "training read only source images"
-    assert "cartoon" in evaluated, "the target is evaluated"
+    config = tiny_config(pacs_cache, tmp_path, "kd", "cartoon", steps=20, eval_every=10, batch_size=8)
+    summary = distill(dataclasses.replace(config, holdout=holdout))
+    assert summary is not None
+    (run,) = summary.runs
+    sources = {"art_painting", "photo", "sketch"} - {holdout}
+    assert trained == sources, "training read only the source images not held out"
+    assert {"cartoon", "photo"} <= evaluated, "the target and the held-out source are evaluated"
+    final = json.loads((Path(run.run_dir) / "results.jsonl").read_text().splitlines()[-1])
+    domains = final["args"]["domains"]
+    assert [domains[i] for i in final["args"]["test_envs"]] == ["cartoon"] + ([holdout] if holdout else [])
 
 
 def test_zeroshot_reports_the_teachers_accuracy_from_the_cache(pacs_cache):

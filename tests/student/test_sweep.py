@@ -85,3 +85,23 @@ def test_the_slurm_launcher_runs_the_same_sweep_through_submitit(pacs_cache, tmp
     assert codes and set(codes.values()) == {0}
     assert all(status(config, s) == "done" for s in plan(config))
     assert list((tmp_path / "submitit").glob("*_log.out")), "submitit's own job logs"
+
+
+def test_a_leave_one_out_sweep_trains_without_each_source_and_the_report_selects_on_it(pacs_cache, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--cache", str(pacs_cache), "--methods", "erm", "--test-domain", "sketch", "--trials", "1",
+            "--hparam-samples", "2", "--leave-one-out", "--out", str(out), *TINY]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["runs"] == 2 * 4, "per sample: the target alone, then 3 holdouts"
+    held_out = set()
+    for records in out.glob("runs/*/**/results.jsonl"):
+        envs = json.loads(records.read_text().splitlines()[-1])["args"]["test_envs"]
+        held_out.add(tuple(envs))
+    sketch = 3  # pacs: art_painting, cartoon, photo, sketch
+    assert held_out == {(sketch,), (sketch, 0), (sketch, 1), (sketch, 2)}, "each source held out in its own run"
+    result = CliRunner().invoke(app, ["report", str(out), "--selection", "loo", "--out", str(tmp_path / "t.md"),
+                                      "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cell = json.loads(result.stdout)["datasets"]["pacs"]["methods"]["erm"]["sketch"]
+    assert cell["n"] == 1 and 0 <= cell["mean"] <= 100
