@@ -16,6 +16,8 @@ import math
 import re
 import statistics
 import sys
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,22 +112,63 @@ def pooled_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def runs_of(point: dict) -> list[dict]:
+    """A search point's runs: one a world, or (leave-one-domain-out) one a world and held-out source domain."""
+    return [run for world in point["worlds"].values() for run in world.get("holdouts", {"": world}).values()]
+
+
+def validation_acc(run: dict) -> float:
+    """A search run's validation accuracy: the held-out source domain's if one was held out, else the source
+    domains' validation splits'."""
+    return run.get("holdout_acc", run["id_acc"])
+
+
+def within_worlds(points: list[dict], value: Callable[[dict], float]) -> list[float]:
+    """Each search run's `value` less its mean over the points on the same world (and held-out source): what a
+    choice compares, without an easier world, high on every score, reading as agreement between two scores."""
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for point in points:
+        for name, world in point["worlds"].items():
+            for held, run in world.get("holdouts", {"": world}).items():
+                cells[(name, held)].append(value(run))
+    return [v - statistics.fmean(values) for values in cells.values() for v in values]
+
+
 def search_table(record: dict) -> str:
-    """Every point of a search with its source-validation accuracy and loss over the worlds, the chosen one bold."""
+    """Every point of a search with its validation accuracy and source-validation loss over the worlds (and, for
+    leave-one-domain-out, the source domains held out in turn), the chosen one bold."""
     points = record["search"]
     names = list(points[0]["set"])
     worlds = list(points[0]["worlds"])
+    held = list(next(iter(points[0]["worlds"].values())).get("holdouts", {}))
+    score = (
+        f"held-out source (%), {len(worlds)} worlds x {len(held)} domains"
+        if held
+        else f"source val (%), {len(worlds)} worlds"
+    )
     lines = [
-        "| " + " | ".join(f"`{n}`" for n in names) + f" | source val (%), {len(worlds)} worlds | source val loss |",
+        "| " + " | ".join(f"`{n}`" for n in names) + f" | {score} | source val loss |",
         "|---" * (len(names) + 2) + "|",
     ]
     for i, point in enumerate(points):
-        runs = point["worlds"].values()
-        cells = [*point["set"].values(), f"{100 * statistics.fmean(r['id_acc'] for r in runs):.2f}"]
+        runs = runs_of(point)
+        cells = [*point["set"].values(), f"{100 * statistics.fmean(map(validation_acc, runs)):.2f}"]
         cells.append(f"{statistics.fmean(r['source_val_loss'] for r in runs):.3f}")
         lines.append("| " + " | ".join(f"**{c}**" if i == record["chosen"] else c for c in cells) + " |")
     best = ", ".join(f"{k} {v}" for k, v in points[record["chosen"]]["set"].items())
-    lines += ["", f"{NAMES.get(record['method'], record['method'])}: chosen {best}.", "", provenance(record)]
+    runs = [run for point in points for run in runs_of(point)]
+    validation, target = [validation_acc(r) for r in runs], [r["ood_acc"] for r in runs]
+    agreement = within_worlds(points, validation_acc), within_worlds(points, lambda r: r["ood_acc"])
+    varied = all(len(set(deviations)) > 1 for deviations in agreement)
+    together = f" (correlation within worlds {statistics.correlation(*agreement):+.2f})" if varied else ""
+    lines += [
+        "",
+        f"{NAMES.get(record['method'], record['method'])}: chosen {best}. Over the search's {len(runs)} runs the "
+        f"validation accuracy ranged {span(validation)} and the held-out {record['target']}'s, recorded and never "
+        f"used in the choice, {span(target)}{together}.",
+        "",
+        provenance(record),
+    ]
     return "\n".join(lines) + "\n"
 
 
