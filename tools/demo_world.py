@@ -34,12 +34,16 @@ class World:
 
 @contextlib.contextmanager
 def bought_world(seed: int, demo: DemoConfig) -> Iterator[World]:
-    """`vl2v demo --seed seed` with the demo's methods, in a temporary folder that lives as long as the block."""
-    quick = demo.steps == DemoConfig().quick().steps
+    """`vl2v demo --seed seed` with `demo`'s world, methods and schedule, in a temporary folder that lives as long as
+    the block."""
+    bias = "none" if demo.context_bias is None else str(demo.context_bias)
     with tempfile.TemporaryDirectory(prefix="vl2v-world-") as folder:
         command = [
             sys.executable, "-m", "cli", "demo", "--seed", str(seed), "--target", demo.target,
-            "--methods", ",".join(demo.methods), "--out", folder, "--json", *(["--quick"] if quick else []),
+            "--methods", ",".join(demo.methods), "--out", folder, "--json",
+            "--per-class", str(demo.per_class), "--target-per-class", str(demo.target_per_class),
+            "--context-bias", bias, "--views", str(demo.views), "--steps", str(demo.steps),
+            "--eval-every", str(demo.eval_every), "--batch-size", str(demo.batch_size),
         ]  # fmt: skip
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if done.returncode != 0:

@@ -101,7 +101,7 @@ def test_a_leave_one_out_sweep_trains_without_each_source_and_the_report_selects
     sketch = 3  # pacs: art_painting, cartoon, photo, sketch
     assert held_out == {(sketch,), (sketch, 0), (sketch, 1), (sketch, 2)}, "each source held out in its own run"
     result = CliRunner().invoke(app, ["report", str(out), "--selection", "loo", "--out", str(tmp_path / "t.md"),
-                                      "--json"])  # fmt: skip
+                                      "--chart", str(tmp_path / "t.png"), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     cell = json.loads(result.stdout)["datasets"]["pacs"]["methods"]["erm"]["sketch"]
     assert cell["n"] == 1 and 0 <= cell["mean"] <= 100
