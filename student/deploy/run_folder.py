@@ -109,7 +109,7 @@ def check_images(run: TrainedRun, data_dir: Path | None = None) -> CheckImages:
         raise UserError(f"{e}; pass --data-dir with the dataset {run.model_path} was trained on") from None
     label = {name: i for i, name in enumerate(run.meta["classes"])}
     dataset_classes = [label.get(c) for c in dataset.classes]
-    splits = make_splits(dataset, {}, run.target, run.trial_seed)
+    splits = make_splits(dataset, {}, run.target, run.trial_seed, holdout=config.get("holdout"))
 
     def relabelled(samples: list[Sample]) -> list[Sample]:
         """In the student's class order; images of a class the student does not know are left out."""

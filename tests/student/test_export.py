@@ -60,6 +60,14 @@ def some_images(pacs_mini: Path, n: int = 6) -> list[Path]:
     return [p for domain in ("photo", "sketch") for p in sorted((pacs_mini / domain / "dog").iterdir())[: n // 2]]
 
 
+def test_a_run_that_held_a_source_out_is_checked_on_its_own_sources(pacs_cache, tmp_path):
+    distill_cli(pacs_cache, tmp_path / "run", "erm", "--holdout", "photo")
+    images = check_images(open_run(tmp_path / "run"))
+    photo, sketch = 2, 3  # pacs: art_painting, cartoon, photo, sketch
+    assert {s.domain for s in images.in_domain} == {s.domain for s in images.calibration} == {0, 1}
+    assert {s.domain for s in images.out_of_domain} == {sketch} and photo not in {s.domain for s in images.in_domain}
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_onnx_export_of_every_method_gives_the_runs_logits(runs, tmp_path, pacs_mini, method):
     report = export(runs / method, "onnx", tmp_path / "student.onnx")
