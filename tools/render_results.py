@@ -17,7 +17,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,9 +112,16 @@ def pooled_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def runs_by_world(point: dict) -> Iterator[tuple[tuple[str, str], dict]]:
+    """A search point's runs, each with its (world, held-out source domain, "" when none held out)."""
+    for name, world in point["worlds"].items():
+        for held, run in world.get("holdouts", {"": world}).items():
+            yield (name, held), run
+
+
 def runs_of(point: dict) -> list[dict]:
     """A search point's runs: one a world, or (leave-one-domain-out) one a world and held-out source domain."""
-    return [run for world in point["worlds"].values() for run in world.get("holdouts", {"": world}).values()]
+    return [run for _, run in runs_by_world(point)]
 
 
 def validation_acc(run: dict) -> float:
@@ -128,9 +135,8 @@ def within_worlds(points: list[dict], value: Callable[[dict], float]) -> list[fl
     choice compares, without an easier world, high on every score, reading as agreement between two scores."""
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for point in points:
-        for name, world in point["worlds"].items():
-            for held, run in world.get("holdouts", {"": world}).items():
-                cells[(name, held)].append(value(run))
+        for where, run in runs_by_world(point):
+            cells[where].append(value(run))
     return [v - statistics.fmean(values) for values in cells.values() for v in values]
 
 
@@ -156,14 +162,14 @@ def search_table(record: dict) -> str:
         cells.append(f"{statistics.fmean(r['source_val_loss'] for r in runs):.3f}")
         lines.append("| " + " | ".join(f"**{c}**" if i == record["chosen"] else c for c in cells) + " |")
     best = ", ".join(f"{k} {v}" for k, v in points[record["chosen"]]["set"].items())
-    runs = [run for point in points for run in runs_of(point)]
-    validation, target = [validation_acc(r) for r in runs], [r["ood_acc"] for r in runs]
+    every = [run for point in points for run in runs_of(point)]
+    validation, target = [validation_acc(r) for r in every], [r["ood_acc"] for r in every]
     agreement = within_worlds(points, validation_acc), within_worlds(points, lambda r: r["ood_acc"])
     varied = all(len(set(deviations)) > 1 for deviations in agreement)
     together = f" (correlation within worlds {statistics.correlation(*agreement):+.2f})" if varied else ""
     lines += [
         "",
-        f"{NAMES.get(record['method'], record['method'])}: chosen {best}. Over the search's {len(runs)} runs the "
+        f"{NAMES.get(record['method'], record['method'])}: chosen {best}. Over the search's {len(every)} runs the "
         f"validation accuracy ranged {span(validation)} and the held-out {record['target']}'s, recorded and never "
         f"used in the choice, {span(target)}{together}.",
         "",
