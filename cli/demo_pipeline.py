@@ -40,7 +40,9 @@ Event = Callable[[str], None]
 #   teaches, so the demo's SCMD is its losses on every sample.
 # - The teacher terms' weights, searched again at 150 steps under the averaging below on three worlds: KD's
 #   (0.2/0.5/1/2 x T 2/3) and ADiP's (0.25/0.5/0.75/1). Training-domain validation and leave-one-domain-out
-#   validation both choose the lighter KD λ 0.2 (T 3, KD's default) and ADiP λ 0.25 over the papers' 0.5.
+#   validation both choose the lighter KD λ 0.2 (T 3, KD's default) and ADiP λ 0.25 over the papers' 0.5. ADiP's
+#   `align_lr`, searched the same way at λ 0.25, splits them by a few images: training-domain validation prefers
+#   1e-2, leave-one-domain-out (the rule that measures a shift between domains) keeps 1e-3, which stays.
 # - Weight averaging (`demo_averaging`): every method's final weights are the uniform average of its second half's
 #   steps (SMA), as SCMD averages and ADiP (SWAD) does inside its loss valley, in place of the best of two
 #   evaluated checkpoints, a discrete choice that flips with the last digit of a sum.
