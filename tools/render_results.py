@@ -30,12 +30,17 @@ TIME_TARGET_S = {"default": 180, "quick": 90}  # what a user is promised on 2 co
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
 
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean; infinite for one value, which says nothing about its spread."""
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("inf")
+
+
 def mean_se(values: list[float]) -> str:
     """In points: "72.4 ± 2.5" (standard error of the mean), or the value alone for one seed."""
     mean = 100 * statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values) / len(values) ** 0.5:.1f}"
+    return f"{mean:.1f} ± {100 * standard_error(values):.1f}"
 
 
 def span(values: list[float]) -> str:
@@ -102,7 +107,7 @@ def pooled_table(records: list[dict]) -> str:
         ]
         every = [d for differences in per_path for d in differences]
         cells = [f"{100 * statistics.fmean(differences):+.1f}" for differences in per_path]
-        mean, se = statistics.fmean(every), statistics.stdev(every) / len(every) ** 0.5
+        mean, se = statistics.fmean(every), standard_error(every)
         beyond = "above" if mean > 2 * se else "below" if mean < -2 * se else "no"
         lines.append(
             f"| {NAMES.get(m, m)} | {mean_se(every)} | {sum(d > 0 for d in every)} of {len(every)} runs | {beyond} | "
@@ -386,7 +391,7 @@ def line_chart(series: dict[str, list[tuple[float, list[float]]]], ticks: dict, 
             mean = statistics.fmean(runs)
             drawn.append((x_of(value), y_of(mean)))
             if len(runs) > 1:
-                se = statistics.stdev(runs) / len(runs) ** 0.5
+                se = standard_error(runs)
                 draw.line([(x_of(value), y_of(mean - se)), (x_of(value), y_of(mean + se))], fill=colour, width=2)
         draw.line(drawn, fill=colour, width=3)
         legend = (width - right + 20, top + 18 * row)  # a legend beside the plot: lines may end at one point
@@ -402,7 +407,6 @@ def budget_table(record: dict) -> str:
     budgets = list(seeds[0]["budgets"])
     full = seeds[0]["budgets"][budgets[-1]]
     methods = list(next(iter(full.values()))["methods"])
-    strategies = list(dict.fromkeys(s for b in budgets for s in seeds[0]["budgets"][b]))
 
     def ood(budget: str, strategy: str, method: str) -> list[float]:
         return [seed["budgets"][budget][strategy]["methods"][method]["ood_acc"] for seed in seeds]
@@ -433,14 +437,13 @@ def budget_table(record: dict) -> str:
                    key=lambda s: statistics.fmean(ood("25", s, m)))  # fmt: skip
         share = statistics.fmean(ood("25", best, m)) / reference
         paired = [a - b for a, b in zip(ood("25", best, m), ood("25", "random", m), strict=True)]
-        se = statistics.stdev(paired) / len(paired) ** 0.5 if len(paired) > 1 else float("inf")
+        se = standard_error(paired)
         lines.append(
             f"- {NAMES.get(m, m)}: at 25% the best strategy, {best}, reaches {100 * share:.0f}% of the full budget's "
             f"OOD accuracy (goal: 95%, {'met' if share >= 0.95 else 'not met'}) and beats random by "
             f"{mean_se(paired)} points, paired by seed (goal: more than two standard errors, "
             f"{'met' if statistics.fmean(paired) > 2 * se else 'not met'})"
         )
-    del strategies
     return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 
