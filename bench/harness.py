@@ -22,11 +22,13 @@ CLIENT = Path(__file__).with_name("client.py")
 
 
 @contextlib.contextmanager
-def serve(model: str, max_batch: int, *, device: str = "cpu", precision: str = "fp32") -> Iterator[LocalVendor]:
+def serve(
+    model: str, max_batch: int, *, device: str = "cpu", precision: str = "fp32", other_keys: str = ""
+) -> Iterator[LocalVendor]:
     """The vendor (`python -m teacher_service`, what `vl2v serve` runs) with random weights (speed does not depend
-    on their values), no rate limits, one rich key."""
+    on their values), no rate limits, one rich key (and `other_keys`, "name:key:balance,...")."""
     settings = {
-        "api_keys": f"bench:{KEY}:1000000",
+        "api_keys": ",".join(filter(None, [f"bench:{KEY}:1000000", other_keys])),
         "rate_limit_requests": 0,
         "rate_limit_images": 0,
         "model": model,
@@ -58,9 +60,24 @@ def hammer(
     return load(f"{service.url}/v1/embeddings", headers, bodies, per_request, seconds)
 
 
-def load(endpoint: str, headers: dict[str, str], bodies: list[dict], per_request: int, seconds: float) -> dict:
+def load_starts(clients: int) -> float:
+    """When a load of `clients` client processes started now can begin: every client started and warmed up."""
+    return time.time() + 2.0 + 0.1 * clients
+
+
+def load(
+    endpoint: str,
+    headers: dict[str, str],
+    bodies: list[dict],
+    per_request: int,
+    seconds: float,
+    *,
+    status: int = 200,
+    start_at: float | None = None,
+) -> dict:
     """One client process per body (`bench/client.py`), each posting its body again as soon as the last answer
-    arrived, all starting at the same instant, for `seconds`: images/s and request latency p50/p99.
+    arrived, all starting at the same instant, for `seconds`: images/s and request latency p50/p99. Every answer
+    must have `status`. `start_at` (a `time.time()`) must leave the clients time to start and warm up.
 
     Processes, not threads: client threads would share one GIL and, with a pure-Python HTTP stack, spend
     milliseconds of it per request, which on a small machine is a measurable part of the server's idle time.
@@ -73,10 +90,10 @@ def load(endpoint: str, headers: dict[str, str], bodies: list[dict], per_request
         secret = Path(folder) / "headers.json"  # the key: in a file only this user reads, not in argv
         secret.touch(mode=0o600)
         secret.write_text(json.dumps(headers))
-        start_at = time.time() + 2.0 + 0.1 * len(bodies)  # every client started and warmed up by then
+        start_at = start_at or load_starts(len(bodies))
         clients = [
             subprocess.Popen(
-                [sys.executable, str(CLIENT), endpoint, str(f), str(start_at), str(seconds), str(secret)],
+                [sys.executable, str(CLIENT), endpoint, str(f), str(start_at), str(seconds), str(secret), str(status)],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -89,6 +106,8 @@ def load(endpoint: str, headers: dict[str, str], bodies: list[dict], per_request
                 raise RuntimeError(f"a load client failed (exit {client.returncode})")
             results.append(json.loads(out))
     latencies = sorted(latency for r in results for latency in r["latencies"])
+    if not latencies:
+        raise RuntimeError("no load client finished a request in time")
     elapsed = max(r["finished_at"] for r in results) - start_at
     return {
         "images_per_s": len(latencies) * per_request / elapsed,

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -116,10 +115,14 @@ while True:
 """
 
 
-def test_one_hostile_client_cannot_delay_another_keys_one_image_request(make_settings, jpeg_bytes, tmp_path):
-    """One key sends, from four processes at once, huge texts, a 24 MB body, images of 27 MB with one corrupt
-    header, and 255 texts with one too long: another key's one-image request takes at most 0.35 s longer than
-    it does alone (measured: about 0.2 s; 0.5 to 0.65 s before these checks came first)."""
+def test_a_hostile_clients_requests_are_refused_without_expensive_work_while_another_key_is_served(
+    make_settings, jpeg_bytes, tmp_path, monkeypatch
+):
+    """One key sends, from four processes at once, huge texts, a 24 MB body, images of 27 MB the last of which is a
+    bomb by its header, and 255 texts with one too long: every one of its requests is refused with 400 before any
+    of its images is decoded or any of its texts is tokenized for the model, and another key's one-image requests
+    are served meanwhile.
+    What that is worth in latency is a benchmark's question (`bench/hostile.py`), not a test's."""
     large = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)).save(large, "PNG")
     hostile = {
@@ -131,17 +134,11 @@ def test_one_hostile_client_cannot_delay_another_keys_one_image_request(make_set
     }
     keys = "victim:sk-victim:100,mallory:sk-mallory:100"
     with run_service(make_settings(api_keys=keys, rate_limit_requests=0)) as service:
-        victim = service.session("sk-victim")
-
-        def one_image() -> float:
-            started = time.monotonic()
-            response = victim.post(
-                f"{service.url}/v1/embeddings", json={"model": "vl2v-tiny", "input": [image(jpeg_bytes[0])]}
-            )
-            assert response.status_code == 200, response.text
-            return time.monotonic() - started
-
-        alone = [one_image() for _ in range(20)]
+        teacher = service.state.teacher
+        decoded, tokenized = [], []
+        prepare, tokenize = teacher._prepare, teacher.encoder.tokenize
+        monkeypatch.setattr(teacher, "_prepare", lambda item: decoded.append(item.param) or prepare(item))
+        monkeypatch.setattr(teacher.encoder, "tokenize", lambda texts: tokenized.append(texts) or tokenize(texts))
         attackers = []
         for i, inputs in enumerate(hostile.values()):
             body = tmp_path / f"hostile-{i}.json"
@@ -155,14 +152,17 @@ def test_one_hostile_client_cannot_delay_another_keys_one_image_request(make_set
                 )
             )
         try:
-            time.sleep(2.0)
-            attacked = [one_image() for _ in range(40)]
+            statuses = [attacker.stdout.readline().strip() for attacker in attackers]  # every attacker under way
+            victim, one_image = service.session("sk-victim"), {"model": "vl2v-tiny", "input": [image(jpeg_bytes[0])]}
+            served = [victim.post(f"{service.url}/v1/embeddings", json=one_image) for _ in range(10)]
         finally:
             for attacker in attackers:
                 attacker.kill()
-        statuses = [line.strip() for a in attackers for line in a.communicate()[0].splitlines()]
-    assert set(statuses) == {"400"} and len(statuses) >= 20, statuses
-    assert max(attacked) < max(alone) + 0.35, (statistics.median(alone), max(alone), sorted(attacked)[-5:])
+        statuses += [line.strip() for a in attackers for line in a.communicate()[0].splitlines()]
+    assert set(statuses) == {"400"} and len(statuses) >= 8, statuses
+    assert [r.status_code for r in served] == [200] * 10, served[-1].text
+    assert decoded == ["input[0]"] * 10, "only the victim's images are decoded"
+    assert tokenized == [], "no hostile text is tokenized for the model (only counted, up to the first too long)"
 
 
 def test_an_image_over_the_byte_cap_is_413_from_the_data_url_length(guarded):
