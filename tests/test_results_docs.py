@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -274,6 +276,9 @@ def test_a_search_renders_every_point_on_source_validation_with_the_chosen_one_b
     spec.loader.exec_module(search)
     grid = search.parse_grid(["kd_weight=0.5,1", "temperature=3"])
     assert grid == [{"kd_weight": "0.5", "temperature": "3"}, {"kd_weight": "1", "temperature": "3"}]
+    assert search.parse_point("lr=5e-5,weight_decay=0") == {"lr": "5e-5", "weight_decay": "0"}
+    with pytest.raises(SystemExit, match="expected NAME=V"):
+        search.parse_point("lr=5e-5,weight_decay")
 
     def run(acc: float, loss: float) -> dict:
         return {"id_acc": acc, "source_val_loss": loss, "ood_acc": 0.1}

@@ -3,9 +3,13 @@
     python tools/search_demo.py --method kd --grid kd_weight=0.2,0.5,1,2 --grid temperature=2,3 \
         --worlds 0 1 2 --out docs/results/search-kd.json
 
+    python tools/search_demo.py --method erm --point lr=5e-5,weight_decay=0 --point lr=2.7e-4,weight_decay=1.1e-4 \
+        --worlds 0 1 2 --out docs/results/search-erm-lr.json
+
 For each world seed W, `vl2v demo --seed W --methods METHOD` buys world W; then every point of the grid (each
-`--grid NAME=V1,V2,...` an `--set NAME=V` of `vl2v distill`, the demo's settings otherwise) is trained on it with
-training seed W. DomainBed's two selections that never look at the held-out domain:
+`--grid NAME=V1,V2,...` an `--set NAME=V` of `vl2v distill`, the demo's settings otherwise), or each `--point` given
+whole (settings sampled together, as a random search draws them), is trained on it with training seed W. DomainBed's
+two selections that never look at the held-out domain:
 
 - `--select training` (training-domain validation): a point's score is its accuracy on the source domains'
   validation splits, averaged over the worlds, its source-validation loss breaking ties.
@@ -46,6 +50,14 @@ def parse_grid(specs: list[str]) -> list[dict[str, str]]:
     return [dict(point) for point in itertools.product(*axes)]
 
 
+def parse_point(spec: str) -> dict[str, str]:
+    """`"lr=5e-5,weight_decay=0"` -> `{"lr": "5e-5", "weight_decay": "0"}`: one point, its settings together."""
+    point = dict(pair.partition("=")[::2] for pair in spec.split(","))
+    if not all(point) or not all(point.values()):
+        raise SystemExit(f"--point {spec!r}: expected NAME=V,NAME=V,...")
+    return point
+
+
 def chosen(points: list[dict]) -> int:
     """The index of the point with the best mean validation accuracy, the lower source-validation loss breaking
     ties."""
@@ -60,14 +72,18 @@ def chosen(points: list[dict]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", required=True)
-    parser.add_argument("--grid", action="append", required=True, metavar="NAME=V1,V2,...")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--grid", action="append", metavar="NAME=V1,V2,...", help="an axis of a grid")
+    given.add_argument("--point", action="append", metavar="NAME=V,NAME=V", help="one point, settings together")
     parser.add_argument("--worlds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", default="sketch")
     parser.add_argument("--select", choices=SELECTIONS, default="training", help="DomainBed's model selection")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     holdouts = [d for d in DOMAINS if d != args.target] if args.select == "leave-one-out" else []
-    grid = parse_grid(args.grid)
+    grid = parse_grid(args.grid) if args.grid else [parse_point(spec) for spec in args.point]
+    if len({tuple(point) for point in grid}) > 1:
+        raise SystemExit("every --point must set the same settings, in the same order")
     demo = DemoConfig(target=args.target, methods=(args.method,))
     points = [{"set": point, "worlds": {}} for point in grid]
     for seed in args.worlds:
