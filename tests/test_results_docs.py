@@ -45,6 +45,16 @@ def test_every_results_table_matches_the_results_file_that_measured_it():
                 assert len(seeds) >= 3, "a claim rests on three seeds at least"
 
 
+def test_no_table_of_measurements_is_kept_by_hand():
+    """Outside the rendered blocks, docs/demo.md (the page of measurements) has no table at all, and the README no
+    table with a mean ± standard error: a number kept by hand would go stale when its result moved."""
+    block = renderer().BLOCK
+    demo = block.sub("", (REPO / "docs" / "demo.md").read_text())
+    readme = block.sub("", (REPO / "README.md").read_text())
+    assert [line for line in demo.splitlines() if line.startswith("|")] == []
+    assert [line for line in readme.splitlines() if line.startswith("|") and "±" in line] == []
+
+
 def test_a_number_edited_by_hand_is_caught():
     render = renderer().render
     readme = (REPO / "README.md").read_text()
