@@ -60,6 +60,11 @@ def hammer(
     return load(f"{service.url}/v1/embeddings", headers, bodies, per_request, seconds)
 
 
+def p99(ordered: list[float]) -> float:
+    """The 99th percentile of `ordered` (sorted), the nearest rank at or below it."""
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
 def load_starts(clients: int) -> float:
     """When a load of `clients` client processes started now can begin: every client started and warmed up."""
     return time.time() + 2.0 + 0.1 * clients
@@ -113,5 +118,5 @@ def load(
         "images_per_s": len(latencies) * per_request / elapsed,
         "requests": len(latencies),
         "latency_p50_ms": 1000 * statistics.median(latencies),
-        "latency_p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "latency_p99_ms": 1000 * p99(latencies),
     }
