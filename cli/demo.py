@@ -15,7 +15,9 @@ from rich.table import Table
 
 from cache.errors import InvalidOption
 from student.config import DemoConfig, DistillConfig, TrainConfig, help_of
+from student.results import DemoResult
 
+from .demo_measured import MeasuredDemo, measured_for
 from .errors import reports_errors, stderr, stdout
 from .options import Json, Workers, flag
 from .progress import TrainingProgress, duration, money
@@ -85,35 +87,58 @@ def demo(
     if json_out:
         typer.echo(json.dumps(result.to_json()))
         return
-    table = Table(title=f"vl2v demo — held-out domain '{result.target}' ({result.seconds:.0f} s)")
-    for column in ("model", "ID (source val)", f"OOD ({result.target})", "gap closed", "time"):
+    measured = measured_for(config)
+    stdout.print(_table(result, measured))
+    stdout.print(
+        "gap closed: the share of the ERM-to-teacher OOD gap a method closes (0%: ERM, 100%: the teacher)",
+    )
+    if measured is not None:
+        stdout.print(measured.describe())
+    stdout.print(
+        f"paid {result.images_paid} images + {result.texts_paid} prompts for "
+        f"{money(result.cost, result.currency)}; chart {result.chart}; everything in {result.out}"
+    )
+
+
+def _table(result: DemoResult, measured: MeasuredDemo | None) -> Table:
+    """Teacher and methods, ID and OOD; beside the OOD, when this path was measured, what this seed gave there (if
+    it was one of the measured seeds) and the range the measured seeds spanned."""
+    target = result.target
+    seed = measured.ood.get(result.seed) if measured else None
+    extra = [f"seed {result.seed}, measured"] if seed else []
+    extra += [f"{len(measured.ood)} seeds, measured"] if measured else []
+    table = Table(title=f"vl2v demo — {result.student} students, held-out domain '{target}' ({result.seconds:.0f} s)")
+    for column in ("model", "ID (source val)", f"OOD ({target})", *extra, "gap closed", "time"):
         table.add_column(column, justify="left" if column == "model" else "right")
+
+    def beside(model: str) -> list[str]:
+        cells = [f"{100 * seed[model]:.1f}" if model in seed else ""] if seed else []
+        if measured and model in next(iter(measured.ood.values())):
+            low, high = measured.span(model)
+            return [*cells, f"{100 * low:.1f}–{100 * high:.1f}"]
+        return cells + ([""] if measured else [])
+
     teacher = result.teacher_zeroshot
-    sources = [d for d in teacher if d != result.target]
+    sources = [d for d in teacher if d != target]
     table.add_row(
         "teacher, zero-shot (demo CLIP)",
         f"{100 * sum(teacher[d] for d in sources) / len(sources):.1f}",
-        f"{100 * teacher[result.target]:.1f}",
+        f"{100 * teacher[target]:.1f}",
+        *beside("teacher"),
         "",
         "",
     )
     for method, r in result.methods.items():
         closed = result.gap_closed.get(method)
         table.add_row(
-            f"{method} ({result.student})",
+            method,
             f"{100 * r.id_acc:.1f}",
             f"{100 * r.ood_acc:.1f}",
+            *beside(method),
             f"{100 * closed:.0f}%" if closed is not None else "",
             duration(r.seconds),
         )
-    stdout.print(table)
-    stdout.print(
-        "gap closed: the share of the ERM-to-teacher OOD gap a method closes (0%: ERM, 100%: the teacher)",
-    )
-    stdout.print(
-        f"paid {result.images_paid} images + {result.texts_paid} prompts for "
-        f"{money(result.cost, result.currency)}; chart {result.chart}; everything in {result.out}"
-    )
+    return table
 
 
 def _share(text: str) -> float | None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 from .conftest import REPO
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest brings tomli where the standard library has no tomllib
+    import tomli as tomllib
 
 # What each package may import of the project's own packages (its own modules always).
 ALLOWED = {
@@ -43,3 +49,25 @@ def test_the_check_sees_a_lazy_import_that_points_the_wrong_way(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from teacher_service.local import local_vendor\n    import student.run\n")
     assert imported_packages(module) == {"teacher_service", "student"}
+
+
+def test_every_data_file_inside_a_package_ships_with_it():
+    """A file the product reads at run time (the demo teacher, model configs, the demo's measured seeds) is package
+    data in pyproject.toml, so a wheel or a non-editable install carries it; the tests run from the source tree and
+    would not notice one left out."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    unshipped = []
+    for package, patterns in data.items():
+        folder = REPO / package
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix not in (".py", ".pyc"):
+                inside = path.relative_to(folder)
+                if not any(_shipped(inside, pattern) for pattern in patterns):
+                    unshipped.append(str(path.relative_to(REPO)))
+    assert set(data) == {"common", "teacher_service", "cache", "student", "cli"}
+    assert unshipped == []
+
+
+def _shipped(inside: Path, pattern: str) -> bool:
+    """Whether setuptools' package-data `pattern` (a glob relative to the package, no `**`) takes `inside`."""
+    return inside.match(pattern) and len(inside.parts) == len(Path(pattern).parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,12 +19,15 @@ from typer.testing import CliRunner
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, TRAINING_SEED_BASE, render, write_benchmark
 from cache.errors import InvalidOption
+from cli import demo_pipeline
 from cli.app import app
 from cli.demo_pipeline import DEMO_HPARAMS, distill_config
 from common.weights import verified_demo_weights
 from student.config import DemoConfig
-from student.results import MethodScore, gap_closed
+from student.results import DemoResult, MethodScore, gap_closed
 from teacher_service.encoder import ClipEncoder
+
+from .conftest import REPO
 
 
 def test_the_world_is_deterministic_and_its_styles_differ():
@@ -102,6 +106,69 @@ def test_gap_closed_is_the_share_of_the_erm_to_teacher_gap():
     assert gap_closed(0.51, methods) == {}, "a point is no gap: its shares would be noise over almost nothing"
 
 
+def _result_of(config: DemoConfig, ood: float) -> DemoResult:
+    """What `run_demo` returns, without running it: every method at `ood` out of domain."""
+    echoed = {f.name: getattr(config, f.name) for f in dataclasses.fields(DemoResult) if hasattr(config, f.name)}
+    return DemoResult(
+        **echoed
+        | {"out": str(config.out), "chart": str(config.out / "demo.png")}
+        | {"methods": {m: MethodScore(0.97, ood, 20.0) for m in config.methods}},
+        teacher_zeroshot=dict.fromkeys(DOMAINS, 0.93),
+        images_paid=config.images,
+        texts_paid=96,
+        cost=0.224,
+        currency="USD",
+        seconds=120.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "results_file"),
+    [
+        (["--seed", "1"], "demo-sketch.json"),
+        (["--seed", "3", "--quick", "--target", "painting", "--methods", "kd,erm"], "demo-quick-painting.json"),
+    ],
+)
+def test_the_demos_table_shows_a_run_beside_the_seeds_measured_on_its_path(args, results_file, monkeypatch, tmp_path):
+    monkeypatch.setattr(demo_pipeline, "run_demo", lambda config, **_: _result_of(config, 0.5))
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 0, result.output
+    record = json.loads((REPO / "docs" / "results" / results_file).read_text())
+    seed = args[1]
+    for method in ("erm", "kd"):
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"│ {method} "))
+        measured = [run["methods"][method]["ood_acc"] for run in record["seeds"].values()]
+        cells = [cell.strip() for cell in row.split("│")[1:-1]]
+        assert cells[2:5] == [
+            "50.0",
+            f"{100 * record['seeds'][seed]['methods'][method]['ood_acc']:.1f}",
+            f"{100 * min(measured):.1f}–{100 * max(measured):.1f}",
+        ], "this run, then the same seed as measured, then the measured seeds' range"
+    assert _headers(result.stdout)[3:5] == [f"seed {seed}, measured", "5 seeds, measured"]
+    text = " ".join(result.stdout.split())
+    assert f"commit {record['commit'][:7]}" in text and record["machine"]["cpu"] in text
+
+
+def test_a_demo_off_the_measured_paths_shows_no_measured_numbers(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo_pipeline, "run_demo", lambda config, **_: _result_of(config, 0.5))
+    for args in (["--steps", "100"], ["--per-class", "120"], ["--context-bias", "none"], ["--workers", "2"]):
+        result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "out"), *args])
+        assert result.exit_code == 0, result.output
+        assert _headers(result.stdout)[2:4] == ["OOD (sketch)", "gap closed"], args
+        assert "measured:" not in result.stdout, args
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "out"), "--seed", "9"])
+    assert _headers(result.stdout)[2:5] == ["OOD (sketch)", "5 seeds, measured", "gap closed"], "a seed not measured"
+
+
+def _headers(table: str) -> list[str]:
+    """The column headers of a rich table as printed, each header's lines joined."""
+    lines = table.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("┏"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("┡"))
+    cells = [[cell.strip() for cell in line.split("┃")[1:-1]] for line in lines[top + 1 : end]]
+    return [" ".join(word for word in column if word) for column in zip(*cells, strict=True)]
+
+
 def test_demo_options_reach_every_distillation():
     config = DemoConfig(lr=0.01, image_size=32, steps=7, batch_size=3, eval_every=2, student_weights=None, views=2)
     distill = distill_config(config, "kd")
@@ -159,8 +226,9 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "test_resnet students" in result.stdout
     for method in ("erm", "kd", "rise", "scmd", "adip"):
-        assert f"{method} (test_resnet)" in result.stdout
+        assert f"│ {method} " in result.stdout
     for row in ("teacher, zero-shot", "gap closed"):
         assert row in result.stdout
     # Progress says what a step count means: the final model of ADiP comes after two stages of 4 steps.

@@ -5,7 +5,8 @@
 
 A table lives between `<!-- results FILE -->` and `<!-- end results -->`, FILE being a results file written by
 `tools/measure_demo.py`; nothing between the markers is written by hand. A views study's file also gives its
-figure, FILE with `.png` for `.json`, drawn here from the same numbers.
+figure, FILE with `.png` for `.json`, drawn here from the same numbers; and the demo's files give
+cli/demo_measured.json, the seeds `vl2v demo` shows beside a user's own run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ BLOCK = re.compile(
     r"(?P<open><!-- results (?P<files>\S+(?: (?:vs|\+) \S+)*) -->\n)(?P<body>.*?)(?P<close><!-- end results -->)", re.S
 )
 TIME_TARGET_S = {"default": 180, "quick": 90}  # what a user is promised on 2 cores: 3 minutes, and 90 s for --quick
+# What `vl2v demo` shows beside a user's run (cli/demo_measured.py): the seeds measured on each path of the demo as
+# it ships, and how far other CPU kernels moved the same seeds, rendered here from the files that measured them.
+MEASURED = "cli/demo_measured.json"
+MEASURED_FROM = {
+    "docs/results/demo-sketch.json": "docs/results/demo-sketch-avx2.json",
+    "docs/results/demo-painting.json": None,
+    "docs/results/demo-quick-sketch.json": "docs/results/demo-quick-sketch-avx2.json",
+    "docs/results/demo-quick-painting.json": None,
+}
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
 
@@ -290,18 +300,11 @@ def spread_table(record: dict, other: dict) -> str:
         "| seed | " + " | ".join(NAMES.get(m, m) for m in methods) + " |",
         "|---" * (len(methods) + 1) + "|",
     ]
-    apart = []
-    flips = 0
     for seed in seeds:
         a, b = record["seeds"][seed]["methods"], other["seeds"][seed]["methods"]
-        cells = []
-        for m in methods:
-            x, y = 100 * a[m]["ood_acc"], 100 * b[m]["ood_acc"]
-            apart.append(abs(x - y))
-            cells.append(f"{x:.1f} / {y:.1f}")
-            if m != "erm" and "erm" in a:
-                flips += (a[m]["ood_acc"] > a["erm"]["ood_acc"]) != (b[m]["ood_acc"] > b["erm"]["ood_acc"])
+        cells = [f"{100 * a[m]['ood_acc']:.1f} / {100 * b[m]['ood_acc']:.1f}" for m in methods]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    apart, flips = moves(record, other)
     compared = len(seeds) * (len(methods) - 1)
     lines += [
         "",
@@ -314,6 +317,20 @@ def spread_table(record: dict, other: dict) -> str:
         provenance(other),
     ]
     return "\n".join(lines) + "\n"
+
+
+def moves(record: dict, other: dict) -> tuple[list[float], int]:
+    """The same seeds measured twice: how far apart each (seed, method)'s OOD accuracy is, in points, and in how many
+    pairs a method's place above or below ERM changed."""
+    apart = []
+    flips = 0
+    for seed in (s for s in record["seeds"] if s in other["seeds"]):
+        a, b = record["seeds"][seed]["methods"], other["seeds"][seed]["methods"]
+        for m in a:
+            apart.append(abs(100 * a[m]["ood_acc"] - 100 * b[m]["ood_acc"]))
+            if m != "erm" and "erm" in a:
+                flips += (a[m]["ood_acc"] > a["erm"]["ood_acc"]) != (b[m]["ood_acc"] > b["erm"]["ood_acc"])
+    return apart, flips
 
 
 def _kernels(record: dict) -> str:
@@ -504,6 +521,41 @@ def shortcut_table(record: dict) -> str:
     return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 
+def measured_demo() -> str:
+    """cli/demo_measured.json: per path of the shipped demo (`default/sketch`, `quick/painting`, ...), every seed's
+    OOD accuracy of the teacher and each method, where and when they were measured, and, where the same seeds were
+    measured under other kernels too, how far those moved them."""
+    paths = {}
+    for name, other in MEASURED_FROM.items():
+        record = json.loads((REPO / name).read_text())
+        target = record["target"]
+        m = record["machine"]
+        entry = {
+            "file": name,
+            "command": record["command"],
+            "measured": record["measured"],
+            "commit": record["commit"][:7],
+            "machine": f"{m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}",
+            "ood": {
+                seed: {"teacher": run["teacher_zeroshot"][target]}
+                | {method: score["ood_acc"] for method, score in run["methods"].items()}
+                for seed, run in record["seeds"].items()
+            },
+        }
+        if other is not None:
+            again = json.loads((REPO / other).read_text())
+            apart, _ = moves(record, again)
+            entry["other_kernels"] = {
+                "kernels": _kernels(again),
+                "seeds": len([s for s in record["seeds"] if s in again["seeds"]]),
+                "mean_points": round(statistics.fmean(apart), 1),
+                "max_points": round(max(apart), 1),
+            }
+        paths[f"{'quick' if record['quick'] else 'default'}/{target}"] = entry
+    note = "Written by tools/render_results.py from docs/results/; never edited by hand (--check compares)."
+    return json.dumps({"note": note, "paths": paths}, indent=1) + "\n"
+
+
 def block_files(match: re.Match) -> list[str]:
     """The results files a block renders, in order."""
     return re.split(r" (?:vs|\+) ", match["files"])
@@ -560,9 +612,15 @@ def main() -> None:
             stale.append(name)
             if not args.check:
                 path.write_text(rendered)
+    path = REPO / MEASURED
+    rendered = measured_demo()
+    if not path.is_file() or path.read_text() != rendered:
+        stale.append(MEASURED)
+        if not args.check:
+            path.write_text(rendered)
     if args.check and stale:
         sys.exit(
-            f"{', '.join(stale)}: a results table differs from its results file. Tables are rendered, never "
+            f"{', '.join(stale)}: a rendered result differs from its results file. Results are rendered, never "
             "edited: re-measure (tools/measure_demo.py) and run python tools/render_results.py in the same change"
         )
 
