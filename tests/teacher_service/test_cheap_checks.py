@@ -57,18 +57,18 @@ def guarded(make_settings):
     [("sk-wrong", b"401"), ("sk-empty", b"402")],
 )
 def test_a_bad_key_or_an_empty_balance_is_refused_before_the_body_is_read(guarded, key, status):
-    answer, seconds = raw_request(f"{guarded.url}/v1/embeddings", unsent_body(key), b"", read_timeout=5)
+    answer, _ = raw_request(f"{guarded.url}/v1/embeddings", unsent_body(key), b"", read_timeout=5)
+    # Answered without the 20 MiB the client announced and never sends: a server that waited for the body would
+    # have answered 408 at the 1 s body deadline (the test below), never this status.
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
-    assert seconds < 0.9, "answered without waiting for the 20 MiB the client announced"
 
 
 def test_the_request_rate_is_checked_before_the_body_is_read(make_settings):
     with run_service(make_settings(rate_limit_requests=1)) as service:
         assert embed(service, ["a dog"]).status_code == 200
-        answer, seconds = raw_request(
-            f"{service.url}/v1/embeddings", unsent_body("sk-alice-secret"), b"", read_timeout=5
-        )
-    assert answer.startswith(b"HTTP/1.1 429") and b"retry-after" in answer.lower() and seconds < 0.9
+        answer, _ = raw_request(f"{service.url}/v1/embeddings", unsent_body("sk-alice-secret"), b"", read_timeout=5)
+    # 429, not the 408 of a server that waited for the announced body (as above).
+    assert answer.startswith(b"HTTP/1.1 429") and b"retry-after" in answer.lower(), answer[:200]
 
 
 def test_a_slow_or_half_sent_body_gets_408_after_the_deadline(guarded):
