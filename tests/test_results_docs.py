@@ -251,11 +251,11 @@ def test_a_seed_split_sets_the_spread_of_training_seeds_beside_the_spread_of_dem
     assert "needs a mean gain of 2.4 standard deviations" in text and "in points: KD − ERM: 6.7." in text
     assert "| across demo seeds (3: a new world and a new training seed each) | 10.0 | 9.2 | 2.0 |" in lines
     assert "`python tools/seed_split.py`" in text and "`python tools/measure_demo.py`" in text
-    (tmp_path / "docs" / "split.json").write_text(json.dumps(split | {"per_class": 120}))
+    (tmp_path / "docs" / "split.json").write_text(json.dumps(split | {"per_class": 120, "steps": 300}))
     alone = module.render("<!-- results docs/split.json -->\nstale\n<!-- end results -->\n").splitlines()
     assert (
-        "| across training seeds, one world (pooled over 2, 120 images per class and source domain) | 2.0 | 2.0 | 2.8 |"
-        in alone
+        "| across training seeds, one world (pooled over 2, 120 images per class and source domain, 300 steps per "
+        "stage) | 2.0 | 2.0 | 2.8 |" in alone
     )
     assert not any(line.startswith("| across demo seeds") for line in alone), "a split alone: no demo to set beside"
 

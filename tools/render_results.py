@@ -253,6 +253,7 @@ def seed_split_table(record: dict, demo: dict | None) -> str:
         cells[c] += f" ({sum(v > 0 for v in every[c])} of {len(every[c])} above)"
     lines.append(f"| every run | ({len(every[0])}) | " + " | ".join(cells) + " |")
     images = f", {record['per_class']} images per class and source domain" if "per_class" in record else ""
+    images += f", {record['steps']} steps per stage" if "steps" in record else ""
     lines += [
         "",
         "| standard deviation of the OOD accuracy (points) | " + " | ".join(names) + " |",
