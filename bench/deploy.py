@@ -33,9 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from student.environment import environment  # the machine every results file records
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from measure_demo import machine  # noqa: E402  (the machine every results file records)
 
 TEACHERS = ("ViT-B-32", "ViT-B-16")
 THREADS_NOTE = "torch and ONNX Runtime each use every core of the machine (their defaults)"
@@ -228,7 +228,7 @@ def main() -> None:
     teacher = summary["teacher_zeroshot"]
     result = {
         "command": "python bench/deploy.py " + " ".join(sys.argv[1:]),
-        "machine": machine() | _versions(),
+        "machine": environment() | _versions(),
         "threads": THREADS_NOTE,
         "device": args.device,
         "demo": {"target": summary["target"], "teacher_ood": teacher[summary["target"]], "seed": summary["seed"]},
@@ -306,9 +306,8 @@ def table(result: dict) -> str:
 
 def _versions() -> dict:
     import onnxruntime
-    import timm
 
-    return {"onnxruntime": onnxruntime.__version__, "timm": timm.__version__}
+    return {"onnxruntime": onnxruntime.__version__}
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cache.errors import InvalidOption
 from student.config import DemoConfig, DistillConfig, TrainConfig, help_of
+from student.environment import describe
 from student.results import DemoResult
 
 from .demo_measured import MeasuredDemo, measured_for
@@ -93,7 +94,7 @@ def demo(
         "gap closed: the share of the ERM-to-teacher OOD gap a method closes (0%: ERM, 100%: the teacher)",
     )
     if measured is not None:
-        stdout.print(measured.describe())
+        stdout.print(measured.describe(describe(result.machine)))
     stdout.print(
         f"paid {result.images_paid} images + {result.texts_paid} prompts for "
         f"{money(result.cost, result.currency)}; chart {result.chart}; everything in {result.out}"

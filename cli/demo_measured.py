@@ -35,9 +35,13 @@ class MeasuredDemo:
     def seeds(self) -> str:
         return ", ".join(str(seed) for seed in self.ood)
 
-    def describe(self) -> str:
-        """Where these numbers come from, and how far another machine moves them, in one line for a terminal."""
-        line = f"measured: seeds {self.seeds()} of this demo on {self.machine} ({self.measured}, commit {self.commit})"
+    def describe(self, this_run: str) -> str:
+        """Where these numbers come from, beside the machine `this_run` computed on, and how far another machine
+        moves them, in one paragraph for a terminal."""
+        line = (
+            f"measured: seeds {self.seeds()} of this demo on {self.machine} ({self.measured}, commit {self.commit}); "
+            f"this run on {this_run}"
+        )
         moved = self.other_kernels
         if moved:
             line += (

@@ -17,7 +17,9 @@ from cache.client import TeacherClient
 from cache.data.world import DOMAINS, write_benchmark
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
+from common.devices import resolve_device
 from student.config import DemoConfig, DistillConfig, TrainConfig
+from student.environment import environment
 from student.models import check_student
 from student.report import demo_chart
 from student.results import DemoResult, MethodScore
@@ -139,6 +141,7 @@ def run_demo(
         out=str(out),
         chart=str(out / "demo.png"),
         seconds=round(time.monotonic() - started, 1),
+        machine=environment(str(resolve_device("auto"))),  # the demo trains on DistillConfig's device, auto
     )
     demo_chart(demo, out / "demo.png")
     (out / "demo.json").write_text(json.dumps(demo.to_json(), indent=2))

@@ -180,6 +180,7 @@ class DemoResult:
     out: str
     chart: str
     seconds: float
+    machine: dict = field(default_factory=dict)  # `student.environment`: what the numbers were computed on
 
     @property
     def gap_closed(self) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """`distill(config)`: every (target domain, trial) run of one method, from the cache alone, into one run folder.
 
 RUN/config.json                      the resolved configuration
+RUN/environment.json                 the machine and software of each start or resume (`environment`)
 RUN/summary.json                     per trial and target domain: ID (source validation) and OOD (target) accuracy
                                      (`results.DistillSummary`)
 RUN/<target>/trial_<k>/results.jsonl DomainBed-style records (readable by DomainBed's collect_results)
@@ -28,6 +29,8 @@ from .checkpoint import MODEL_FILE, save_student
 from .config import DistillConfig, TrainConfig
 from .data import eval_transform, make_splits, train_transform
 from .distributed import Ranks, process_group, ranks_from_environment
+from .environment import FILE as ENVIRONMENT
+from .environment import record_environment
 from .knowledge import TeacherKnowledge
 from .methods import get_method
 from .methods.base import Context
@@ -74,6 +77,7 @@ def _distill(config: DistillConfig, on_progress, ranks: Ranks, device: str) -> D
             raise InvalidOption(f"--test-domain {target!r} is not one of {list(dataset.domains)} (or 'all')")
     described = json.loads(json.dumps(_describe(config, hparams, knowledge), default=str))
     made = ranks.on_leader(lambda: _claim_out(config, described))
+    ranks.on_leader(lambda: record_environment(config.out, device, resumed=not made))
     try:
         keys_by_path, changed = ranks.on_leader(lambda: unchanged_files(dataset.root, keys_by_path))
         train = TrainConfig(**(asdict(config.train) | {"device": device}))
@@ -133,8 +137,8 @@ def _claim_out(config: DistillConfig, described: dict) -> bool:
 
 def _discard_if_untrained(out: Path) -> None:
     """Remove a new run folder that failed before its first checkpoint, so that the same command can be run
-    again (a folder that holds only `config.json` has nothing to resume)."""
-    if all(path.name == "config.json" for path in out.rglob("*") if path.is_file()):
+    again (a folder that holds only `config.json` and `environment.json` has nothing to resume)."""
+    if all(path.name in ("config.json", ENVIRONMENT) for path in out.rglob("*") if path.is_file()):
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -26,10 +26,10 @@ from cache.data.world import write_benchmark
 from cache.query import QueryConfig, run_query
 from common.weights import verified_demo_weights
 from student.config import DistillConfig, TrainConfig
+from student.environment import environment
 from student.run import distill
 from student.trainer import Progress
 from teacher_service.settings import Settings
-from tools.measure_demo import machine
 
 GOLDEN = Path(__file__).with_name("golden.json")
 METHODS = ("erm", "kd", "rise", "scmd", "adip", "sd")
@@ -191,7 +191,7 @@ def main() -> None:
         ]
         previous["spread"] = {
             "command": "python -m tests.golden --spread",
-            "machine": machine(),
+            "machine": environment(),
             **spread(variants),
         }
         print(json.dumps(previous["spread"], indent=2))

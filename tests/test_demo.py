@@ -114,6 +114,7 @@ def _result_of(config: DemoConfig, ood: float) -> DemoResult:
         | {"out": str(config.out), "chart": str(config.out / "demo.png")}
         | {"methods": {m: MethodScore(0.97, ood, 20.0) for m in config.methods}},
         teacher_zeroshot=dict.fromkeys(DOMAINS, 0.93),
+        machine={"cpu": "Test CPU", "cores": 3, "torch_threads": 3, "torch": "9.9"},
         images_paid=config.images,
         texts_paid=96,
         cost=0.224,
@@ -147,6 +148,7 @@ def test_the_demos_table_shows_a_run_beside_the_seeds_measured_on_its_path(args,
     assert _headers(result.stdout)[3:5] == [f"seed {seed}, measured", "5 seeds, measured"]
     text = " ".join(result.stdout.split())
     assert f"commit {record['commit'][:7]}" in text and record["machine"]["cpu"] in text
+    assert "this run on Test CPU, 3 threads, torch 9.9" in text
 
 
 def test_a_demo_off_the_measured_paths_shows_no_measured_numbers(monkeypatch, tmp_path):
@@ -239,6 +241,7 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
     assert set(summary["methods"]) == {"erm", "kd", "rise", "scmd", "adip"}
     assert all(0 <= r[k] <= 1 for r in summary["methods"].values() for k in ("id_acc", "ood_acc"))
     assert summary["images_paid"] == (3 * 6 + 10) * len(CLASSES), "every image of the world, the larger target too"
+    assert summary["machine"]["torch"] == torch.__version__ and summary["machine"]["torch_threads"] >= 1
     assert Image.open(tmp_path / "demo.png").size[0] > 100
     assert (tmp_path / "runs" / "adip" / "sketch" / "trial_0" / "model.safetensors").is_file()
     assert _vendors_of(tmp_path) == [], "the vendor must be stopped"

@@ -18,8 +18,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -27,32 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from student.environment import environment
+
 REPO = Path(__file__).resolve().parents[1]
-# What makes one machine compute another's sums: the kernels torch and oneDNN pick, and the thread count. Set, they
-# let one machine measure as an older instruction set would (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2).
-KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
-
-
-def machine() -> dict:
-    """The CPU, its threads, and the torch build: what a same-seed result depends on."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
-        cpu += " (AVX-512)" if "avx512f" in flags.split() else ""
-    kernels = {name: os.environ[name] for name in KERNEL_SETTINGS if name in os.environ}
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        **({"kernels": kernels} if kernels else {}),
-    }
 
 
 def provenance(script: str) -> dict:
@@ -62,7 +37,7 @@ def provenance(script: str) -> dict:
         "command": f"python {script} " + shlex.join(sys.argv[1:]),
         "measured": datetime.date.today().isoformat(),
         **commit(),
-        "machine": machine(),
+        "machine": environment(),
     }
 
 

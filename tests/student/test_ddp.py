@@ -72,12 +72,14 @@ def test_two_processes_train_as_one_on_the_same_global_batch_and_write_one_set_o
     written = sorted(p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*") if p.is_file())
     assert written == [
         "config.json",
+        "environment.json",
         "sketch/trial_0/checkpoint.safetensors",
         "sketch/trial_0/model.safetensors",
         "sketch/trial_0/results.jsonl",
         "summary.json",
     ]
     assert len(records(tmp_path / "two")) == 2 * 2 + 1, "each record once, not once per process"
+    assert len(json.loads((tmp_path / "two" / "environment.json").read_text())) == 1, "rank 0 records its start"
 
 
 def test_a_killed_torchrun_resumes_to_the_same_result(pacs_cache, tmp_path):

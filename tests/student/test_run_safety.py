@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,11 +72,16 @@ def test_out_is_never_overwritten_silently_and_resume_refuses_other_settings(pac
     code, output = run_cli(*args, "--resume", "--steps", "6")
     assert code == ERROR and "train.steps: 4 -> 6" in output
     assert (tmp_path / "r" / "sketch" / "trial_0" / "results.jsonl").read_text() == results, "left as it was"
+    assert [e["resumed"] for e in environments(tmp_path / "r")] == [False], "a refused resume records nothing"
 
     code, output = run_cli(*args, "--resume", "--json")  # same settings: the finished run, as it was
     assert code == 0 and json.loads(output)["results"] == first["results"]
+    assert [e["resumed"] for e in environments(tmp_path / "r")] == [False, True], "each start and resume, in order"
     code, output = run_cli(*args, "--overwrite", "--json", "--seed", "1")
     assert code == 0 and json.loads((tmp_path / "r" / "config.json").read_text())["config"]["train"]["seed"] == 1
+    (started,) = environments(tmp_path / "r")
+    assert not started["resumed"] and started["torch"] == torch.__version__
+    assert started["torch_threads"] == torch.get_num_threads() and started["cpu"] and started["timm"]
 
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.tex").write_text("months of work")
@@ -106,3 +112,8 @@ def test_the_student_reads_an_image_file_as_the_teacher_does(tmp_path):
     with Image.open(tmp_path / "deep.png") as image:
         expected = T.PILToTensor()(to_rgb(image))
     assert torch.equal(pixels, expected) and pixels.float().std() > 50
+
+
+def environments(run: Path) -> list[dict]:
+    """The run folder's record of the machine and software of each start or resume."""
+    return json.loads((run / "environment.json").read_text())
