@@ -108,7 +108,7 @@ def _table(result: DemoResult, measured: MeasuredDemo | None) -> Table:
     seed = measured.ood.get(result.seed) if measured else None
     extra = [f"seed {result.seed}, measured"] if seed else []
     extra += [f"{len(measured.ood)} seeds, measured"] if measured else []
-    table = Table(title=f"vl2v demo — {result.student} students, held-out domain '{target}' ({result.seconds:.0f} s)")
+    table = Table(title=f"vl2v demo: {result.student} from the demo CLIP, {target} held out ({result.seconds:.0f} s)")
     for column in ("model", "ID (source val)", f"OOD ({target})", *extra, "gap closed", "time"):
         table.add_column(column, justify="left" if column == "model" else "right")
 
@@ -122,7 +122,7 @@ def _table(result: DemoResult, measured: MeasuredDemo | None) -> Table:
     teacher = result.teacher_zeroshot
     sources = [d for d in teacher if d != target]
     table.add_row(
-        "teacher, zero-shot (demo CLIP)",
+        "teacher, zero-shot",
         f"{100 * sum(teacher[d] for d in sources) / len(sources):.1f}",
         f"{100 * teacher[target]:.1f}",
         *beside("teacher"),

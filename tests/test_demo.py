@@ -228,7 +228,7 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "test_resnet students" in result.stdout
+    assert "vl2v demo: test_resnet from the demo CLIP, sketch held out" in result.stdout
     for method in ("erm", "kd", "rise", "scmd", "adip"):
         assert f"│ {method} " in result.stdout
     for row in ("teacher, zero-shot", "gap closed"):
