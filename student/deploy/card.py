@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from ..environment import describe
 from .run_folder import TrainedRun
 
 
@@ -44,6 +45,7 @@ def model_card(run: TrainedRun, *, title: str, loading: str, checks: list[str]) 
         f"| out-of-domain accuracy | {100 * final['target_acc']:.1f}% (all of `{run.target}`, never trained on) |",
         f"| teacher queries paid | {paid} images" + (f" and {views} augmented views" if views else "") + " |",
         f"| training | {train.get('steps')} steps per stage, seed {train.get('seed')} |",
+        *[f"| trained on | {machine} |" for machine in _machines(run.environments)],
         "",
         f"Classes, in logit order: {', '.join(meta['classes'])}.",
         "",
@@ -67,6 +69,11 @@ def model_card(run: TrainedRun, *, title: str, loading: str, checks: list[str]) 
         "inherits that teacher's blind spots; check it on your own images (`vl2v evaluate`) before you deploy it.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _machines(environments: list[dict]) -> list[str]:
+    """Each machine the run computed on, once, in order: a resumed run may have moved."""
+    return list(dict.fromkeys(describe(e) for e in environments))
 
 
 def _floats(values: list[float]) -> str:

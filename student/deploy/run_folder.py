@@ -17,6 +17,7 @@ from cache.store import EmbeddingCache
 
 from ..checkpoint import MODEL_FILE, load_student
 from ..data import Sample, make_splits
+from ..environment import FILE as ENVIRONMENT
 from ..methods.base import Method
 from ..results import RunFolderError, read_json
 
@@ -30,6 +31,7 @@ class TrainedRun:
     meta: dict
     final: dict  # the run's last results.jsonl record: accuracies per split, the DomainBed args
     described: dict  # the run's config.json: its settings, the teacher, what the cache held
+    environments: list[dict]  # the run's environment.json: the machine of each start or resume (older runs: none)
 
     @property
     def target(self) -> str:
@@ -87,7 +89,9 @@ def open_run(path: Path) -> TrainedRun:
         raise RunFolderError(f"{results} holds no final record: was the run finished?")
     run_dir = model.parents[2]  # RUN/<target>/trial_<n>/model.safetensors
     described = read_json(run_dir / "config.json", "the run's settings (config.json)")
-    return TrainedRun(model, method, meta, finals[-1], described)
+    recorded = run_dir / ENVIRONMENT
+    environments = read_json(recorded, f"the run's machine ({ENVIRONMENT})") if recorded.is_file() else []
+    return TrainedRun(model, method, meta, finals[-1], described, environments)
 
 
 def check_images(run: TrainedRun, data_dir: Path | None = None) -> CheckImages:
