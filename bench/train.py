@@ -2,6 +2,7 @@
 
     python bench/train.py --student resnet18 --image-size 224 --workers 2 --steps 8 [--views 4]
     python bench/train.py --student resnet50 --device cuda --amp --workers 8 --steps 20   # where a GPU is lent
+    python bench/train.py --student tf_efficientnet_lite0 --image-size 64 --steps 20 --layouts  # layout, precision
 
 The cache is bought from a `vl2v serve` subprocess (the tiny architecture, random weights: the embeddings'
 values do not change speed). Both timings run the same ADiP step (forward, loss, backward, Adam) on the same
@@ -61,9 +62,10 @@ class Step:
         self.method, self.optimizer, self.device = method, optimizer, device
         self.scaler, self.autocast = mixed_precision(device, amp)
         self.normalize = Normalize(method.backbone.mean, method.backbone.std)
+        self.layout = torch.channels_last
 
     def __call__(self, images, labels, teacher) -> None:
-        images = model_input(images, self.normalize, self.device)
+        images = model_input(images, self.normalize, self.device).contiguous(memory_format=self.layout)
         batch = {"images": images, "labels": labels.to(self.device), "teacher_image": teacher.to(self.device)}
         with self.autocast():
             loss = self.method.loss(batch)["loss"]
@@ -127,6 +129,27 @@ def synthetic(args, knowledge, splits, method, step) -> float:
     return 96 * args.steps / (time.perf_counter() - started)
 
 
+# The trainer's step against what it could be instead on this machine: its layout and its precision.
+VARIANTS = {
+    "channels-last, fp32 (the trainer)": (torch.channels_last, None),
+    "contiguous, fp32": (torch.contiguous_format, None),
+    "channels-last, bf16 autocast": (torch.channels_last, torch.bfloat16),
+}
+
+
+def layouts(args, cache_dir: Path) -> dict[str, float]:
+    """The synthetic step's images/s in each of `VARIANTS`, each from the same initial weights."""
+    rates = {}
+    for name, (layout, dtype) in VARIANTS.items():
+        knowledge, splits, method, step = build(args, cache_dir)
+        method.to(memory_format=layout)
+        step.layout = layout
+        if dtype is not None:
+            step.autocast = lambda dtype=dtype: torch.autocast(args.device.type, dtype=dtype)
+        rates[name] = synthetic(args, knowledge, splits, method, step)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", default="resnet18")
@@ -137,12 +160,21 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=0, help="buy K views of each image and replay them")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--amp", action="store_true", help="the trainer's mixed precision (CUDA only)")
+    parser.add_argument("--layouts", action="store_true", help="the step in each of VARIANTS, not the loader")
     args = parser.parse_args()
     args.device = resolve_device(args.device)
     cache_dir = Path(tempfile.mkdtemp()) / "cache"
     with serve("vl2v-tiny", 64) as service:
         config = QueryConfig(dataset="pacs", data_dir=PACS_MINI, cache_dir=cache_dir, views=args.views)
         run_query(config, TeacherClient(service.url, KEY))
+    if args.layouts:
+        rates = layouts(args, cache_dir)
+        trainer = next(iter(rates.values()))
+        summary = {"student": args.student, "device": str(args.device), "image_size": args.image_size}
+        summary |= {"images_per_step": 96, "steps": args.steps, "cpu_threads": torch.get_num_threads()}
+        print(json.dumps(summary | {"images_per_s": rates} | {"over_the_trainer": {
+            name: rate / trainer for name, rate in rates.items()}}, indent=2))  # fmt: skip
+        return
     parts = build(args, cache_dir)
     synthetic_rate = synthetic(args, *parts)
     real_rate, loader_wait_share = real(args, *parts)
