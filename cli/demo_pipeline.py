@@ -17,7 +17,6 @@ from cache.client import TeacherClient
 from cache.data.world import DOMAINS, write_benchmark
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
-from common.devices import resolve_device
 from student.config import DemoConfig, DistillConfig, TrainConfig
 from student.environment import environment
 from student.models import check_student
@@ -141,7 +140,7 @@ def run_demo(
         out=str(out),
         chart=str(out / "demo.png"),
         seconds=round(time.monotonic() - started, 1),
-        machine=environment(str(resolve_device("auto"))),  # the demo trains on DistillConfig's device, auto
+        machine=environment("auto"),  # the device the demo trains on: DistillConfig's default
     )
     demo_chart(demo, out / "demo.png")
     (out / "demo.json").write_text(json.dumps(demo.to_json(), indent=2))

@@ -15,6 +15,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from .results import RunFolderError, read_json
+
 # What makes one machine compute another's sums, where set: the kernels torch and oneDNN pick, and the thread count.
 # Set, they let one machine compute as an older instruction set would (ATEN_CPU_CAPABILITY=avx2, ...).
 KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
@@ -35,11 +37,15 @@ def cpu_name() -> str:
 
 
 def environment(device: str = "cpu") -> dict:
-    """The CPU, its threads, the torch build and the libraries a result depends on; the GPU where one is used."""
+    """The CPU, its threads, the torch build and the libraries a result depends on; the GPU where `device` (as
+    `--device` takes it: auto, cpu, cuda, cuda:N) is one."""
     import torch  # here, not above: `describe` serves the command line, which starts without torch
 
+    from common.devices import resolve_device
+
     kernels = {name: os.environ[name] for name in KERNEL_SETTINGS if name in os.environ}
-    gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+    resolved = resolve_device(device)
+    gpu = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None
     return {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
@@ -56,7 +62,9 @@ def record_environment(folder: Path, device: str, resumed: bool) -> None:
     """Add this process's environment to `folder`/environment.json: one entry per start or resume of a run, so a
     run resumed on another machine says so."""
     path = folder / FILE
-    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = read_json(path, "the run's machine of each start (a JSON list)") if path.is_file() else []
+    if not isinstance(entries, list):
+        raise RunFolderError(f"{path} should be a JSON list, one entry per start of the run; move it away to go on")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     entries.append({"started": started, "resumed": resumed, **environment(device)})
     path.write_text(json.dumps(entries, indent=2))

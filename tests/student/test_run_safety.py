@@ -77,6 +77,9 @@ def test_out_is_never_overwritten_silently_and_resume_refuses_other_settings(pac
     code, output = run_cli(*args, "--resume", "--json")  # same settings: the finished run, as it was
     assert code == 0 and json.loads(output)["results"] == first["results"]
     assert [e["resumed"] for e in environments(tmp_path / "r")] == [False, True], "each start and resume, in order"
+    (tmp_path / "r" / "environment.json").write_text("{not json")
+    code, output = run_cli(*args, "--resume")
+    assert code == ERROR and "environment.json cannot be read as the run's machine of each start" in output
     code, output = run_cli(*args, "--overwrite", "--json", "--seed", "1")
     assert code == 0 and json.loads((tmp_path / "r" / "config.json").read_text())["config"]["train"]["seed"] == 1
     (started,) = environments(tmp_path / "r")
