@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from student.environment import describe
+
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/demo.md")
 # `FILE`, `FILE vs OTHER` (the same seeds measured twice) or `A + B + ...` (several results pooled).
@@ -292,12 +294,9 @@ def seed_split_table(record: dict, demo: dict | None) -> str:
 
 
 def provenance(record: dict) -> str:
-    m = record["machine"]
-    kernels = "".join(f", {k}={v}" for k, v in m.get("kernels", {}).items())
     return (
         f"`{record['command']}` ({record['measured']}, commit {record['commit'][:7]}"
-        f"{', with uncommitted changes' if record['uncommitted_changes'] else ''}; {m['cpu']}, "
-        f"{m['torch_threads']} threads{kernels}, torch {m['torch']})."
+        f"{', with uncommitted changes' if record['uncommitted_changes'] else ''}; {describe(record['machine'])})."
     )
 
 
@@ -540,13 +539,12 @@ def measured_demo() -> str:
     for name, other in MEASURED_FROM.items():
         record = json.loads((REPO / name).read_text())
         target = record["target"]
-        m = record["machine"]
         entry = {
             "file": name,
             "command": record["command"],
             "measured": record["measured"],
             "commit": record["commit"][:7],
-            "machine": f"{m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}",
+            "machine": describe(record["machine"]),
             "ood": {
                 seed: {"teacher": run["teacher_zeroshot"][target]}
                 | {method: score["ood_acc"] for method, score in run["methods"].items()}
@@ -614,21 +612,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is stale")
     args = parser.parse_args()
+    # Each file the results render into, and how: a document's blocks in place, the demo's measured seeds whole.
+    outputs: dict[str, Callable[[str], str]] = dict.fromkeys(DOCUMENTS, lambda text: render(text, draw=not args.check))
+    outputs[MEASURED] = lambda _: measured_demo()
     stale = []
-    for name in DOCUMENTS:
+    for name, rendering in outputs.items():
         path = REPO / name
-        text = path.read_text()
-        rendered = render(text, draw=not args.check)
+        text = path.read_text() if path.is_file() else ""
+        rendered = rendering(text)
         if rendered != text:
             stale.append(name)
             if not args.check:
                 path.write_text(rendered)
-    path = REPO / MEASURED
-    rendered = measured_demo()
-    if not path.is_file() or path.read_text() != rendered:
-        stale.append(MEASURED)
-        if not args.check:
-            path.write_text(rendered)
     if args.check and stale:
         sys.exit(
             f"{', '.join(stale)}: a rendered result differs from its results file. Results are rendered, never "
