@@ -167,37 +167,27 @@ def main() -> None:
     with serve("vl2v-tiny", 64) as service:
         config = QueryConfig(dataset="pacs", data_dir=PACS_MINI, cache_dir=cache_dir, views=args.views)
         run_query(config, TeacherClient(service.url, KEY))
+    setup = {
+        "student": args.student,
+        "device": str(args.device),
+        "image_size": args.image_size,
+        "images_per_step": 96,
+        "steps": args.steps,
+        "cpu_threads": torch.get_num_threads(),
+    }
     if args.layouts:
         rates = layouts(args, cache_dir)
         trainer = next(iter(rates.values()))
-        summary = {"student": args.student, "device": str(args.device), "image_size": args.image_size}
-        summary |= {"images_per_step": 96, "steps": args.steps, "cpu_threads": torch.get_num_threads()}
-        print(json.dumps(summary | {"images_per_s": rates} | {"over_the_trainer": {
-            name: rate / trainer for name, rate in rates.items()}}, indent=2))  # fmt: skip
+        over = {name: rate / trainer for name, rate in rates.items()}
+        print(json.dumps(setup | {"images_per_s": rates, "over_the_trainer": over}, indent=2))
         return
     parts = build(args, cache_dir)
     synthetic_rate = synthetic(args, *parts)
     real_rate, loader_wait_share = real(args, *parts)
-    print(
-        json.dumps(
-            {
-                "student": args.student,
-                "device": str(args.device),
-                "amp": args.amp and args.device.type == "cuda",
-                "image_size": args.image_size,
-                "workers": args.workers,
-                "views": args.views,
-                "images_per_step": 96,
-                "steps": args.steps,
-                "cpu_threads": torch.get_num_threads(),
-                "synthetic_images_per_s": synthetic_rate,
-                "real_images_per_s": real_rate,
-                "ratio": real_rate / synthetic_rate,
-                "loader_wait_share": loader_wait_share,
-            },
-            indent=2,
-        )
-    )
+    loader = {"amp": args.amp and args.device.type == "cuda", "workers": args.workers, "views": args.views}
+    rates = {"synthetic_images_per_s": synthetic_rate, "real_images_per_s": real_rate}
+    ratio = {"ratio": real_rate / synthetic_rate, "loader_wait_share": loader_wait_share}
+    print(json.dumps(setup | loader | rates | ratio, indent=2))
 
 
 if __name__ == "__main__":
