@@ -48,17 +48,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick demo (vl2v demo --quick)")
     parser.add_argument("--per-class", type=int, help="images per source domain and class (the demo's, if not given)")
     parser.add_argument("--steps", type=int, help="steps per stage, evaluated at its end (the demo's, if not given)")
+    parser.add_argument(
+        "--context-bias", type=float, help="share of source images on their class's pattern (the demo's, if not given)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     demo = DemoConfig(target=args.target, methods=tuple(args.methods.split(",")))
     demo = demo.quick() if args.quick else demo
     demo = dataclasses.replace(demo, per_class=args.per_class) if args.per_class else demo
     demo = dataclasses.replace(demo, steps=args.steps, eval_every=args.steps) if args.steps else demo
+    demo = dataclasses.replace(demo, context_bias=args.context_bias) if args.context_bias is not None else demo
     record = provenance("tools/seed_split.py") | {
         "target": args.target,
         "quick": args.quick,
         "per_class": demo.per_class,
         "steps": demo.steps,
+        "context_bias": demo.context_bias,
         "worlds": {str(w): split_world(w, args.train_seeds, demo) for w in args.worlds},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,14 @@
 
     python tools/shortcut_probe.py --seeds 0 1 2 --out docs/results/shortcut-sketch.json
 
-For each seed, runs `vl2v demo --seed S` (the default demo, every method) into a temporary folder, then shows every
-trained student, and the demo teacher itself, fresh images of the source domains (shapes and styles they trained
-on, drawn with seeds no run has seen) three ways: on their own class's background pattern (what 90% of the
-training images look like), on a pattern drawn at random (as the held-out domain's images are), and on the pattern
-of another class (the shortcut pointing at a wrong answer). The drop from "own" to "another class's" is how much
-of a student's answer the pattern decides. `tools/render_results.py` renders the table.
+For each seed, runs `vl2v demo --seed S` (the default demo, every method, unless `--methods` or `--context-bias`
+change it) into a temporary folder, then shows every trained student, and the demo teacher itself, fresh images of
+the source domains (shapes and styles they trained on, drawn with seeds no run has seen) three ways: on their own
+class's background pattern (what most training images look like), on a pattern drawn at random (as the held-out
+domain's images are), and on the pattern of another class (the shortcut pointing at a wrong answer). The drop from
+"own" to "another class's" is how much of a student's answer the pattern decides. Every probe image is of a source
+domain, so worlds compared by the probe are not compared on the held-out domain (whose accuracy the file records
+beside it). `tools/render_results.py` renders the table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from measure_demo import REPO, provenance
 
 from cache.data.world import CLASSES, DOMAINS, PATTERNS, render
+from student.config import DemoConfig
 from student.data import eval_transform
 from student.deploy.classifier import open_classifier
 
@@ -79,9 +82,10 @@ def teacher_accuracy(images: list, labels: torch.Tensor) -> float:
     return float(((torch.from_numpy(embedded) @ torch.from_numpy(classes).T).argmax(1) == labels).float().mean())
 
 
-def probe_seed(seed: int, target: str) -> dict:
+def probe_seed(seed: int, target: str, demo_args: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="vl2v-probe-") as out:
         command = [sys.executable, "-m", "cli", "demo", "--seed", str(seed), "--target", target, "--out", out, "--json"]
+        command += demo_args
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"seed {seed}: vl2v demo failed:\n{done.stderr[-2000:]}")
@@ -100,12 +104,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", default="sketch")
+    parser.add_argument("--methods", help="the students to train and probe (the demo's, if not given)")
+    parser.add_argument(
+        "--context-bias", type=float, help="share of source images on their class's pattern (the demo's, if not given)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    demo_args = ["--methods", args.methods] if args.methods else []
+    demo_args += ["--context-bias", str(args.context_bias)] if args.context_bias is not None else []
     record = provenance("tools/shortcut_probe.py") | {
         "target": args.target,
         "per_class": PER_CLASS,
-        "shortcut": {str(seed): probe_seed(seed, args.target) for seed in args.seeds},
+        "context_bias": DemoConfig().context_bias if args.context_bias is None else args.context_bias,
+        "shortcut": {str(seed): probe_seed(seed, args.target, demo_args) for seed in args.seeds},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
