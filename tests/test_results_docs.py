@@ -145,10 +145,16 @@ def test_a_shortcut_probe_renders_each_models_accuracy_by_background_and_the_dro
     (tmp_path / "docs" / "probe.json").write_text(json.dumps(record))
     monkeypatch.setattr(module, "REPO", tmp_path)
     lines = module.render("<!-- results docs/probe.json -->\nstale\n<!-- end results -->\n").splitlines()
-    assert lines[3] == "| ERM | 100.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 10.0 | 40.0 ± 10.0 | 70.0 ± 0.0 |  |  |"
+    assert lines[3] == "| ERM | 100.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 10.0 | 40.0 ± 10.0 | 70.0 ± 0.0 |  |  |  |"
     kd = "| KD | 100.0 ± 0.0 | 85.0 ± 5.0 | 75.0 ± 5.0 | 25.0 ± 5.0 | 72.5 ± 0.5 | 5.0 ± 5.0 (1 of 2 above) |"
-    assert lines[4] == kd + " 2.5 ± 0.5 |", "paired with ERM by seed: random 0 and 10 points, held out 2 and 3"
-    assert lines[5] == "| teacher, zero-shot (demo CLIP) | 95.0 ± 0.0 | 95.0 ± 0.0 | 95.0 ± 0.0 | 0.0 ± 0.0 | – |  |  |"
+    # paired with ERM by seed: random 0 and 10 points, another's 20 and 10, held out 2 and 3
+    assert lines[4] == kd + " 15.0 ± 5.0 (2 of 2 above) | 2.5 ± 0.5 |"
+    teacher = "| teacher, zero-shot (demo CLIP) | 95.0 ± 0.0 | 95.0 ± 0.0 | 95.0 ± 0.0 | 0.0 ± 0.0 | – |  |  |  |"
+    assert lines[5] == teacher
+    assert not any(line.startswith("The world:") for line in lines), "a file from before the world was recorded"
+    (tmp_path / "docs" / "probe.json").write_text(json.dumps(record | {"context_bias": 1.0}))
+    lines = module.render("<!-- results docs/probe.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert "The world: 100% of each source class on its own pattern; 2 seeds." in lines
 
 
 def test_the_shortcut_probe_shows_the_same_fresh_shapes_and_changes_only_their_background(monkeypatch):
@@ -256,11 +262,13 @@ def test_a_seed_split_sets_the_spread_of_training_seeds_beside_the_spread_of_dem
     assert "needs a mean gain of 2.4 standard deviations" in text and "in points: KD − ERM: 6.7." in text
     assert "| across demo seeds (3: a new world and a new training seed each) | 10.0 | 9.2 | 2.0 |" in lines
     assert "`python tools/seed_split.py`" in text and "`python tools/measure_demo.py`" in text
-    (tmp_path / "docs" / "split.json").write_text(json.dumps(split | {"per_class": 120, "steps": 300}))
+    (tmp_path / "docs" / "split.json").write_text(
+        json.dumps(split | {"per_class": 120, "steps": 300, "context_bias": 1})
+    )
     alone = module.render("<!-- results docs/split.json -->\nstale\n<!-- end results -->\n").splitlines()
     assert (
         "| across training seeds, one world (pooled over 2, 120 images per class and source domain, 300 steps per "
-        "stage) | 2.0 | 2.0 | 2.8 |" in alone
+        "stage, 100% of each source class on its own pattern) | 2.0 | 2.0 | 2.8 |" in alone
     )
     assert not any(line.startswith("| across demo seeds") for line in alone), "a split alone: no demo to set beside"
 

@@ -260,6 +260,7 @@ def seed_split_table(record: dict, demo: dict | None) -> str:
         lines.append(f"| every run, source val | ({len(runs)}) | " + " | ".join(validation + [""] * len(others)) + " |")
     images = f", {record['per_class']} images per class and source domain" if "per_class" in record else ""
     images += f", {record['steps']} steps per stage" if "steps" in record else ""
+    images += f", {_bias(record['context_bias'])}" if "context_bias" in record else ""
     lines += [
         "",
         "| standard deviation of the OOD accuracy (points) | " + " | ".join(names) + " |",
@@ -505,30 +506,37 @@ def budget_chart(record: dict, path: Path) -> None:
 def shortcut_table(record: dict) -> str:
     """Per student (and the teacher): accuracy on fresh source images over their own class's pattern, a random
     one and another class's, mean ± s.e. over seeds; the drop from own to another's; the held-out accuracy; and,
-    paired by seed with ERM, the random-pattern and held-out differences."""
+    paired by seed with ERM, the random-pattern, another's-pattern and held-out differences."""
     runs = list(record["shortcut"].values())
     models = list(runs[0]["accuracy"])
     lines = [
         "| model | own pattern | random pattern | another class's | own − another's | OOD (" + record["target"] + ") "
-        "| random − ERM's, paired | OOD − ERM's, paired |",
-        "|---|---|---|---|---|---|---|---|",
+        "| random − ERM's, paired | another's − ERM's, paired | OOD − ERM's, paired |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         acc = {c: [r["accuracy"][m][c] for r in runs] for c in ("own", "random", "other")}
         drop = [a - b for a, b in zip(acc["own"], acc["other"], strict=True)]
         student = m in runs[0]["ood_acc"]
         ood = mean_se([r["ood_acc"][m] for r in runs]) if student else "–"
-        paired = ["", ""]
+        paired = ["", "", ""]
         if student and m != "erm" and "erm" in runs[0]["ood_acc"]:
-            random = [r["accuracy"][m]["random"] - r["accuracy"]["erm"]["random"] for r in runs]
+            background = [[r["accuracy"][m][c] - r["accuracy"]["erm"][c] for r in runs] for c in ("random", "other")]
             held_out = [r["ood_acc"][m] - r["ood_acc"]["erm"] for r in runs]
-            paired = [f"{mean_se(random)} ({sum(d > 0 for d in random)} of {len(runs)} above)", mean_se(held_out)]
+            paired = [f"{mean_se(d)} ({sum(v > 0 for v in d)} of {len(runs)} above)" for d in background]
+            paired.append(mean_se(held_out))
         name = "teacher, zero-shot (demo CLIP)" if m == "teacher" else NAMES.get(m, m)
         lines.append(
             f"| {name} | {mean_se(acc['own'])} | {mean_se(acc['random'])} | {mean_se(acc['other'])} | "
-            f"{mean_se(drop)} | {ood} | {paired[0]} | {paired[1]} |"
+            f"{mean_se(drop)} | {ood} | " + " | ".join(paired) + " |"
         )
+    if "context_bias" in record:
+        lines += ["", f"The world: {_bias(record['context_bias'])}; {len(runs)} seeds."]
     return "\n".join([*lines, "", provenance(record)]) + "\n"
+
+
+def _bias(share: float | None) -> str:
+    return "plain backgrounds" if share is None else f"{share:.0%} of each source class on its own pattern"
 
 
 def measured_demo() -> str:
