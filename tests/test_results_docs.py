@@ -155,6 +155,12 @@ def test_a_shortcut_probe_renders_each_models_accuracy_by_background_and_the_dro
     (tmp_path / "docs" / "probe.json").write_text(json.dumps(record | {"context_bias": 1.0}))
     lines = module.render("<!-- results docs/probe.json -->\nstale\n<!-- end results -->\n").splitlines()
     assert "The world: 100% of each source class on its own pattern; 2 seeds." in lines
+    (tmp_path / "docs" / "probe.json").write_text(json.dumps(record | {"context_bias": 0.9, "views": 4}))
+    lines = module.render("<!-- results docs/probe.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert (
+        "The world: 90% of each source class on its own pattern, 4 augmented views bought of each image; 2 seeds."
+        in lines
+    )
 
 
 def test_the_shortcut_probe_shows_the_same_fresh_shapes_and_changes_only_their_background(monkeypatch):

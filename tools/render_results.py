@@ -531,7 +531,8 @@ def shortcut_table(record: dict) -> str:
             f"{mean_se(drop)} | {ood} | " + " | ".join(paired) + " |"
         )
     if "context_bias" in record:
-        lines += ["", f"The world: {_bias(record['context_bias'])}; {len(runs)} seeds."]
+        views = f", {record['views']} augmented views bought of each image" if record.get("views") else ""
+        lines += ["", f"The world: {_bias(record['context_bias'])}{views}; {len(runs)} seeds."]
     return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 
