@@ -55,16 +55,20 @@ def bought_world(seed: int, demo: DemoConfig) -> Iterator[World]:
 def train(
     world: World, method: str, seed: int, changes: dict[str, str] | None = None, holdout: str | None = None
 ) -> dict:
-    """`method` trained on `world`'s cache with training seed `seed`, the demo's settings with `changes` made:
-    its held-out and source-validation accuracy, its source-validation loss and its seconds. With `holdout`, a
-    source domain is held out of training as well (leave-one-domain-out), and `holdout_acc` is its accuracy."""
+    """`method` trained on `world`'s cache with training seed `seed`, the demo's settings with `changes` made (each a
+    `--set` of `vl2v distill`, but `views`: its `--views`, how many of the world's bought views to replay): its
+    held-out and source-validation accuracy, its source-validation loss and its seconds. With `holdout`, a source
+    domain is held out of training as well (leave-one-domain-out), and `holdout_acc` is its accuracy."""
     config = distill_config(world.demo, method)
     changed = [f"{k}={v}" for k, v in (changes or {}).items()]
     name = "-".join([method, str(seed), *changed, *([f"holdout={holdout}"] if holdout else [])])
+    overrides = dict(changes or {})
+    views = int(overrides.pop("views", config.views))
     config = dataclasses.replace(
         config,
         out=world.demo.out / "again" / name,
-        overrides=config.overrides | (changes or {}),
+        overrides=config.overrides | overrides,
+        views=views,
         train=dataclasses.replace(config.train, seed=seed),
         holdout=holdout,
     )

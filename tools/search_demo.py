@@ -7,9 +7,10 @@
         --worlds 0 1 2 --out docs/results/search-erm-lr.json
 
 For each world seed W, `vl2v demo --seed W --methods METHOD` buys world W; then every point of the grid (each
-`--grid NAME=V1,V2,...` an `--set NAME=V` of `vl2v distill`, the demo's settings otherwise), or each `--point` given
-whole (settings sampled together, as a random search draws them), is trained on it with training seed W. DomainBed's
-two selections that never look at the held-out domain:
+`--grid NAME=V1,V2,...` an `--set NAME=V` of `vl2v distill`, the demo's settings otherwise; `views=K` is its
+`--views K`, and the world then buys as many views as any point replays), or each `--point` given whole (settings
+sampled together, as a random search draws them), is trained on it with training seed W. DomainBed's two selections
+that never look at the held-out domain:
 
 - `--select training` (training-domain validation): a point's score is its accuracy on the source domains'
   validation splits, averaged over the worlds, its source-validation loss breaking ties.
@@ -84,7 +85,8 @@ def main() -> None:
     grid = parse_grid(args.grid) if args.grid else [parse_point(spec) for spec in args.point]
     if len({tuple(point) for point in grid}) > 1:
         raise SystemExit("every --point must set the same settings, in the same order")
-    demo = DemoConfig(target=args.target, methods=(args.method,))
+    # A point that replays bought views (`views=K`) needs them bought: the world buys as many as any point replays.
+    demo = DemoConfig(target=args.target, methods=(args.method,), views=max(int(p.get("views", 0)) for p in grid))
     points = [{"set": point, "worlds": {}} for point in grid]
     for seed in args.worlds:
         with bought_world(seed, demo) as world:
