@@ -303,6 +303,31 @@ def test_a_demo_measured_under_load_renders_its_seconds_beside_the_same_seeds_al
     assert "not every accuracy was the same as alone" in text
 
 
+def test_a_search_point_replays_as_many_bought_views_as_it_says_and_sets_the_rest(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    import demo_world
+
+    from student.config import DemoConfig
+
+    trained = []
+
+    class Trained(Exception):
+        pass
+
+    def distill(config):
+        trained.append(config)
+        raise Trained  # what the search hands to training is all this test reads
+
+    monkeypatch.setattr(demo_world, "distill", distill)
+    world = demo_world.World(DemoConfig(methods=("kd",), views=4, out=tmp_path), measured={})
+    for changes in ({"views": "0", "temperature": "2"}, {"temperature": "2"}):
+        with pytest.raises(Trained):
+            demo_world.train(world, "kd", seed=1, changes=changes)
+    assert [config.views for config in trained] == [0, 4], "views=0 replays none; unset, every view the world bought"
+    assert all(c.overrides["temperature"] == "2" and "views" not in c.overrides for c in trained)
+    assert trained[0].out != trained[1].out, "each point trains in a folder of its own"
+
+
 def test_a_search_renders_every_point_on_source_validation_with_the_chosen_one_bold(tmp_path, monkeypatch):
     module = renderer()
     spec = importlib.util.spec_from_file_location("search_demo", REPO / "tools" / "search_demo.py")
