@@ -25,7 +25,7 @@ class MeasuredDemo:
     commit: str
     machine: str  # CPU, threads and torch build
     ood: dict[int, dict[str, float]]  # seed -> model ("teacher", "erm", ...) -> OOD accuracy
-    other_kernels: dict | None  # how far other CPU kernels moved the same seeds, where that was measured
+    other_kernels: dict | None  # how far other CPU kernels or threads moved the same seeds, where measured
 
     def span(self, model: str) -> tuple[float, float]:
         """The lowest and highest OOD accuracy `model` reached over the measured seeds."""
@@ -45,8 +45,9 @@ class MeasuredDemo:
         moved = self.other_kernels
         if moved:
             line += (
-                f"; the same seeds with other CPU kernels ({moved['kernels']}) moved by {moved['mean_points']} points "
-                f"on average, {moved['max_points']} at most, so on another machine your seed's row can differ"
+                f"; the same seeds with other CPU kernels or threads ({moved['kernels']}) moved by "
+                f"{moved['mean_points']} points on average, {moved['max_points']} at most, so on another machine your "
+                "seed's row can differ"
             )
         return line + f"; docs/demo.md has every table ({self.file})"
 

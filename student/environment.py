@@ -73,7 +73,8 @@ def record_environment(folder: Path, device: str, resumed: bool) -> None:
 def describe(machine: dict) -> str:
     """One line: "AMD EPYC (AVX-512), 2 threads, torch 2.14.1"."""
     kernels = "".join(f", {k}={v}" for k, v in machine.get("kernels", {}).items())
-    return f"{machine['cpu']}, {machine['torch_threads']} threads{kernels}, torch {machine['torch']}"
+    threads = f"{machine['torch_threads']} thread{'' if machine['torch_threads'] == 1 else 's'}"
+    return f"{machine['cpu']}, {threads}{kernels}, torch {machine['torch']}"
 
 
 def _version(distribution: str) -> str | None:

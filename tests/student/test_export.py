@@ -193,7 +193,8 @@ def test_the_model_card_states_teacher_method_data_accuracy_and_images_paid(runs
         f"| teacher queries paid | {run.described['cached_images']} images |",
         "dog, elephant, giraffe",
         'timm.create_model("local-dir:kd", pretrained=True)',
-        f"| trained on | {run.environments[0]['cpu']}, {torch.get_num_threads()} threads, torch {torch.__version__} |",
+        f"| trained on | {run.environments[0]['cpu']}, {torch.get_num_threads()} thread"
+        f"{'' if torch.get_num_threads() == 1 else 's'}, torch {torch.__version__} |",
     ):
         assert fact in card, fact
 
