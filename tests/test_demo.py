@@ -173,7 +173,7 @@ def _headers(table: str) -> list[str]:
 
 
 # How far another machine may move a measured seed before the test calls it a changed result: past the most any
-# seed moved under other CPU kernels or one thread (under 6 points, docs/demo.md), and short of the 12 points five
+# seed moved under other CPU kernels or one thread (about 6 points, docs/demo.md), and short of the 12 points five
 # quick seeds span.
 ANOTHER_MACHINE = 0.08
 

@@ -35,11 +35,11 @@ TIME_TARGET_S = {"default": 180, "quick": 90}  # what a user is promised on 2 co
 MEASURED = "cli/demo_measured.json"
 MEASURED_FROM = {
     "docs/results/demo-sketch.json": ("docs/results/demo-sketch-avx2.json", "docs/results/demo-sketch-1thread.json"),
-    "docs/results/demo-painting.json": (),
+    "docs/results/demo-painting.json": ("docs/results/demo-painting-1thread.json",),
     "docs/results/demo-quick-sketch.json": (
         "docs/results/demo-quick-sketch-avx2.json", "docs/results/demo-quick-sketch-1thread.json"
     ),
-    "docs/results/demo-quick-painting.json": (),
+    "docs/results/demo-quick-painting.json": ("docs/results/demo-quick-painting-1thread.json",),
 }  # fmt: skip
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
