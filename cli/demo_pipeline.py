@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cache.client import TeacherClient
-from cache.data.world import DOMAINS, write_benchmark
+from cache.data.world import DOMAINS, describe_bias, write_benchmark
 from cache.query import QueryConfig, run_query
 from cache.store import EmbeddingCache
 from student.config import DemoConfig, DistillConfig, TrainConfig
@@ -77,7 +77,7 @@ def run_demo(
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     _forget_another_world(out, config)
-    bias = "" if config.context_bias is None else f", {config.context_bias:.0%} of each source class on its own pattern"
+    bias = "" if config.context_bias is None else f", {describe_bias(config.context_bias)}"
     on_event(
         f"generating the world: {len(DOMAINS)} domains x 8 classes x {config.per_class} images "
         f"({config.target_per_class} in the held-out {config.target}){bias}"

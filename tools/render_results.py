@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cache.data.world import describe_bias
 from student.environment import describe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,7 +263,7 @@ def seed_split_table(record: dict, demo: dict | None) -> str:
         lines.append(f"| every run, source val | ({len(runs)}) | " + " | ".join(validation + [""] * len(others)) + " |")
     images = f", {record['per_class']} images per class and source domain" if "per_class" in record else ""
     images += f", {record['steps']} steps per stage" if "steps" in record else ""
-    images += f", {_bias(record['context_bias'])}" if "context_bias" in record else ""
+    images += f", {describe_bias(record['context_bias'])}" if "context_bias" in record else ""
     lines += [
         "",
         "| standard deviation of the OOD accuracy (points) | " + " | ".join(names) + " |",
@@ -534,12 +535,8 @@ def shortcut_table(record: dict) -> str:
         )
     if "context_bias" in record:
         views = f", {record['views']} augmented views bought of each image" if record.get("views") else ""
-        lines += ["", f"The world: {_bias(record['context_bias'])}{views}; {len(runs)} seeds."]
+        lines += ["", f"The world: {describe_bias(record['context_bias'])}{views}; {len(runs)} seeds."]
     return "\n".join([*lines, "", provenance(record)]) + "\n"
-
-
-def _bias(share: float | None) -> str:
-    return "plain backgrounds" if share is None else f"{share:.0%} of each source class on its own pattern"
 
 
 def measured_demo() -> str:

@@ -290,6 +290,13 @@ def write_benchmark(
     return folder
 
 
+def describe_bias(context_bias: float | None) -> str:
+    """The world's context bias in words, as the demo's log and the rendered studies name it."""
+    if context_bias is None:
+        return "plain backgrounds"
+    return f"{context_bias:.0%} of each source class on its own pattern"
+
+
 def _pattern(context_bias: float | None, target: str | None, domain: str, label: int, seed: int, i: int) -> int | None:
     """The background pattern of image `i` of class `label` in `domain` (None: plain)."""
     if context_bias is None:
