@@ -383,4 +383,22 @@ def test_a_search_renders_every_point_on_source_validation_with_the_chosen_one_b
     assert lines[3] == "| 0.5 | 3 | 92.00 | 0.200 |"
     assert lines[4] == "| **1** | **3** | **95.00** | **0.200** |"
     assert lines[6].endswith("the validation accuracy ranged 90.0 to 95.0 and the held-out sketch's, recorded and "
-                             "never used in the choice, 50.0 to 80.0 (correlation within worlds +0.83).")  # fmt: skip
+                             "never used in the choice, 50.0 to 80.0 (correlation within worlds +0.83). The demo ships "
+                             "none of these points.")  # fmt: skip
+
+    # Where the demo ships a point the search did not choose (a rule's margin kept it, or another rule chose it),
+    # the caption says so, reading each point as the trainer would ("0.20" is the demo's 0.2); where it ships the
+    # choice, nothing is added.
+    points[0]["set"] = {"kd_weight": "0.20", "temperature": "3"}
+    (tmp_path / "docs" / "search.json").write_text(json.dumps(record | {"search": points, "chosen": 1}))
+    lines = module.render("<!-- results docs/search.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert lines[6].endswith("(correlation within worlds +0.83). The demo ships kd_weight 0.20, temperature 3, not "
+                             "the search's choice (the text below says why).")  # fmt: skip
+    (tmp_path / "docs" / "search.json").write_text(json.dumps(record | {"search": points, "chosen": 0}))
+    lines = module.render("<!-- results docs/search.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert lines[6].endswith("(correlation within worlds +0.83).")
+    views = [point | {"set": {"views": k}} for point, k in zip(points, ["0", "4"], strict=True)]
+    (tmp_path / "docs" / "search.json").write_text(json.dumps(record | {"search": views, "chosen": 1}))
+    lines = module.render("<!-- results docs/search.json -->\nstale\n<!-- end results -->\n").splitlines()
+    assert lines[6].startswith("KD: chosen views 4.")
+    assert lines[6].endswith("The demo ships views 0, not the search's choice (the text below says why).")

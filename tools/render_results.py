@@ -22,7 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cache.data.world import describe_bias
+from cli.demo_pipeline import distill_config
+from student.config import DemoConfig
 from student.environment import describe
+from student.methods import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/demo.md")
@@ -160,9 +163,40 @@ def within_worlds(points: list[dict], value: Callable[[dict], float]) -> list[fl
     return [v - statistics.fmean(values) for values in cells.values() for v in values]
 
 
+def shipped(record: dict) -> int | None:
+    """The index of the search's point that the demo ships today (its settings as the trainer reads them, so "1e-3"
+    and "0.001" are one point), or None when the demo ships none of them."""
+    method = record["method"]
+    config = distill_config(DemoConfig(target=record["target"], methods=(method,)), method)
+    hparams = get_method(method).Hparams
+
+    def as_trained(point: dict[str, str]) -> tuple:
+        changes = dict(point)
+        views = int(changes.pop("views", config.views))
+        return hparams.with_overrides(config.overrides | changes), views
+
+    demo = as_trained({})
+    return next((i for i, p in enumerate(record["search"]) if as_trained(p["set"]) == demo), None)
+
+
+def named(point: dict) -> str:
+    """A search point's settings as a reader says them: `lr 1e-3, weight_decay 0`."""
+    return ", ".join(f"{k} {v}" for k, v in point["set"].items())
+
+
+def ships(record: dict) -> str:
+    """A sentence saying what the demo ships where that is not the search's choice; nothing where it is."""
+    demo = shipped(record)
+    if demo == record["chosen"]:
+        return ""
+    if demo is None:
+        return " The demo ships none of these points."
+    return f" The demo ships {named(record['search'][demo])}, not the search's choice (the text below says why)."
+
+
 def search_table(record: dict) -> str:
     """Every point of a search with its validation accuracy and source-validation loss over the worlds (and, for
-    leave-one-domain-out, the source domains held out in turn), the chosen one bold."""
+    leave-one-domain-out, the source domains held out in turn), the chosen one bold, and what the demo ships."""
     points = record["search"]
     names = list(points[0]["set"])
     worlds = list(points[0]["worlds"])
@@ -181,7 +215,7 @@ def search_table(record: dict) -> str:
         cells = [*point["set"].values(), f"{100 * statistics.fmean(map(validation_acc, runs)):.2f}"]
         cells.append(f"{statistics.fmean(r['source_val_loss'] for r in runs):.3f}")
         lines.append("| " + " | ".join(f"**{c}**" if i == record["chosen"] else c for c in cells) + " |")
-    best = ", ".join(f"{k} {v}" for k, v in points[record["chosen"]]["set"].items())
+    best = named(points[record["chosen"]])
     every = [run for point in points for run in runs_of(point)]
     validation, target = [validation_acc(r) for r in every], [r["ood_acc"] for r in every]
     agreement = within_worlds(points, validation_acc), within_worlds(points, lambda r: r["ood_acc"])
@@ -191,7 +225,7 @@ def search_table(record: dict) -> str:
         "",
         f"{NAMES.get(record['method'], record['method'])}: chosen {best}. Over the search's {len(every)} runs the "
         f"validation accuracy ranged {span(validation)} and the held-out {record['target']}'s, recorded and never "
-        f"used in the choice, {span(target)}{together}.",
+        f"used in the choice, {span(target)}{together}.{ships(record)}",
         "",
         provenance(record),
     ]
