@@ -402,3 +402,41 @@ def test_a_search_renders_every_point_on_source_validation_with_the_chosen_one_b
     lines = module.render("<!-- results docs/search.json -->\nstale\n<!-- end results -->\n").splitlines()
     assert lines[6].startswith("KD: chosen views 4.")
     assert lines[6].endswith("The demo ships views 0, not the search's choice (the text below says why).")
+
+
+def test_an_oracle_table_bounds_what_any_rule_could_have_chosen_from_the_points_searched(tmp_path, monkeypatch):
+    module = renderer()
+    demo = _demo_record([0.6, 0.7], [0.6, 0.7])
+    for seed, teacher in zip(demo["seeds"].values(), [0.9, 1.0], strict=True):
+        seed["teacher_zeroshot"] = {"sketch": teacher}
+
+    def search(method: str, points: dict[str, list[float]], select: str = "training") -> dict:
+        """Points named by their kd_weight (ERM: lr), each with its held-out accuracy on worlds 0 and 1."""
+        name = "kd_weight" if method == "kd" else "lr"
+        found = [
+            {"set": {name: v}, "worlds": {str(w): {"ood_acc": a, "id_acc": 0.9, "source_val_loss": 0.1}
+                                          for w, a in enumerate(accs)}}
+            for v, accs in points.items()
+        ]  # fmt: skip
+        return {"command": f"python tools/search_demo.py --method {method}", "measured": "2026-12-04",
+                "commit": "e" * 40, "uncommitted_changes": False, "machine": demo["machine"], "target": "sketch",
+                "method": method, "select": select, "search": found, "chosen": 0}  # fmt: skip
+
+    (tmp_path / "docs").mkdir()
+    files = {
+        "demo": demo,
+        "erm": search("erm", {"2.7e-4": [0.60, 0.70], "1e-3": [0.50, 0.60]}),  # the demo's ERM rate first: 65.0
+        "kd": search("kd", {"0.2": [0.62, 0.72], "2": [0.80, 0.90]}),  # the demo's 0.2: 67.0; the best: 85.0
+        "loo": search("kd", {"0.2": [0.62, 0.72]}, select="leave-one-out"),
+    }
+    for name, record in files.items():
+        (tmp_path / "docs" / f"{name}.json").write_text(json.dumps(record))
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    block = "<!-- results docs/demo.json + docs/erm.json + docs/kd.json -->\nstale\n<!-- end results -->\n"
+    lines = module.render(block).splitlines()
+    assert lines[3] == "| ERM | 2 | 65.0 | 65.0 | lr 2.7e-4 | +0.0 |  |"
+    # the teacher's 95.0 over the two worlds: ERM's shipped point is 30 points below it, the best KD point 20 above ERM
+    assert lines[4] == "| KD | 2 | 67.0 | 85.0 | kd_weight 2 | +20.0 | 7% / 67% |"
+    assert lines[6].endswith("worlds 0, 1 (training seed = world seed); the teacher's zero-shot accuracy there: 95.0.")
+    with pytest.raises(SystemExit, match="pools training-domain searches on the same worlds"):
+        module.render(block.replace("docs/kd.json", "docs/loo.json"))
