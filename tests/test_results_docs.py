@@ -440,3 +440,5 @@ def test_an_oracle_table_bounds_what_any_rule_could_have_chosen_from_the_points_
     assert lines[6].endswith("worlds 0, 1 (training seed = world seed); the teacher's zero-shot accuracy there: 95.0.")
     with pytest.raises(SystemExit, match="pools training-domain searches on the same worlds"):
         module.render(block.replace("docs/kd.json", "docs/loo.json"))
+    with pytest.raises(SystemExit, match="needs ERM's search"):
+        module.render(block.replace("docs/erm.json + ", ""))
