@@ -29,7 +29,8 @@ from student.methods import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/demo.md")
-# `FILE`, `FILE vs OTHER` (the same seeds measured twice) or `A + B + ...` (several results pooled).
+# `FILE`, `FILE vs OTHER` (the same seeds measured twice) or `A + B + ...` (several results pooled: the demo's paths,
+# or a demo file and the searches run on its worlds).
 BLOCK = re.compile(
     r"(?P<open><!-- results (?P<files>\S+(?: (?:vs|\+) \S+)*) -->\n)(?P<body>.*?)(?P<close><!-- end results -->)", re.S
 )
