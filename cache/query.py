@@ -363,7 +363,7 @@ def _probe_scores(config: QueryConfig, features: Features, acquire: str) -> dict
         prompts = np.stack([texts[p] for p in class_prompts("photo", name)])
         mean = prompts.mean(0)
         classes.append(mean / np.linalg.norm(mean))
-    labels = {features.keys[f.path]: f.label for f in dataset.files if f.path in features.keys}
+    labels = {features.keys[f.path]: f.label for f in dataset.files if f.path in features.keys and f.label is not None}
     return probe_scores(features, bought, np.stack(classes), float(teacher.get("logit_scale", 100.0)), labels, acquire)
 
 

@@ -51,6 +51,9 @@ def distill_command(
     out: Annotated[Path | None, typer.Option(metavar="DIR", help=f"{_H('out')}  [default: runs/METHOD]")] = None,
     steps: Annotated[int, typer.Option(help=_T("steps"))] = _TRAIN.steps,
     batch_size: Annotated[int, typer.Option(help=_T("batch_size"))] = _TRAIN.batch_size,
+    unlabelled_batch: Annotated[
+        int | None, typer.Option(metavar="N", help=_T("unlabelled_batch"))
+    ] = _TRAIN.unlabelled_batch,
     lr: Annotated[float | None, typer.Option(metavar="LR", help="learning rate  [default: the method's]")] = None,
     seed: Seed = _TRAIN.seed,
     trials: Annotated[int, typer.Option(help=_H("trials"))] = _D("trials"),
@@ -102,7 +105,13 @@ def distill_command(
         holdout=holdout,
         hparams_seed=hparams_seed,
         train=TrainConfig(
-            steps=steps, batch_size=batch_size, eval_every=eval_every, seed=seed, device=device, workers=workers
+            steps=steps,
+            batch_size=batch_size,
+            unlabelled_batch=unlabelled_batch,
+            eval_every=eval_every,
+            seed=seed,
+            device=device,
+            workers=workers,
         ),
     )
     leader = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports

@@ -32,9 +32,13 @@ def projector(d_in: int, d_out: int, bias: bool = True) -> nn.Linear:
     return nn.Linear(d_in, d_out, bias=bias)
 
 
-def image_text_distill(z: Tensor, teacher_image: Tensor, class_text: Tensor, lam: float) -> dict[str, Tensor]:
-    """VL2V's loss: lam * mean(1 - cos(z, I(x))) + (1 - lam) * mean(1 - cos(z, t_y)), with its two parts."""
-    image, text = cosine_distill(z, teacher_image), cosine_distill(z, class_text)
+def image_text_distill(
+    z: Tensor, teacher_image: Tensor, classes: Tensor, labels: Tensor, labelled: Tensor, lam: float
+) -> dict[str, Tensor]:
+    """VL2V's loss: lam * mean(1 - cos(z, I(x))) + (1 - lam) * mean(1 - cos(z, t_y)), with its two parts; the
+    image term over the whole batch, the text term over its `labelled` rows (an unlabelled image has no t_y)."""
+    image = cosine_distill(z, teacher_image)
+    text = cosine_distill(z[labelled], classes[labels[labelled]])
     return {"loss": lam * image + (1 - lam) * text, "image_distill": image, "text_distill": text}
 
 

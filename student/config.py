@@ -51,6 +51,11 @@ class TrainConfig:
     seed: int = documented("seed of everything random in the run (with --trials: of trial 0)", 0)
     device: str = documented("auto (a GPU when there is one), cpu, cuda or cuda:N", "auto")
     workers: int = documented("data-loading processes (0: load in this process)", 2)
+    unlabelled_batch: int | None = documented(
+        "images without a class per step, drawn from the source domains' _unlabelled/ folders, for the methods "
+        "that learn from the teacher (none given: as many as --batch-size; 0: none)",
+        None,
+    )
     eval_batch_size: int = 64
     amp: bool = True  # bf16 (or fp16 with loss scaling) autocast on CUDA; ignored on CPU
 
@@ -60,6 +65,12 @@ class TrainConfig:
                 raise InvalidOption(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise InvalidOption(f"--workers must be >= 0, got {self.workers}")
+        if self.unlabelled_batch is not None and self.unlabelled_batch < 0:
+            raise InvalidOption(f"--unlabelled-batch must be >= 0, got {self.unlabelled_batch}")
+
+    @property
+    def unlabelled_per_step(self) -> int:
+        return self.batch_size if self.unlabelled_batch is None else self.unlabelled_batch
 
 
 @dataclass(frozen=True)
@@ -134,11 +145,16 @@ class DemoConfig:
     context_bias: float | None = documented(
         "share of source images on their class's background pattern, or none (plain backgrounds)", 0.9
     )
+    # Images of the source domains nobody labelled, on backgrounds drawn at random (the bias is the labelling's):
+    # only the teacher says what they show, so ERM cannot use them and every other method learns from its answer.
+    unlabelled: int = documented("unlabelled images per source domain, which only the teacher labels", 0)
     views: int = documented(
         "augmented views bought of each image; the students replay one of them (0: the clean image)", 0
     )
     budget: int | None = documented(
-        "images to buy (none given: the whole world, (3 x per_class + target_per_class) x 8 x (1 + views))", None
+        "images to buy (none given: the whole world, ((3 x per_class + target_per_class) x 8 + 3 x unlabelled) x "
+        "(1 + views))",
+        None,
     )
     seed: int = documented("seed of the world's images and of the training", 0)
     # Loading in the training process: the world is small and decodes in microseconds an image, and on a 2-core
@@ -150,8 +166,9 @@ class DemoConfig:
             raise InvalidOption(f"--target {self.target!r} is not one of {list(DOMAINS)}")
         for name in self.methods:
             check_method_name(name)
-        if self.views < 0:
-            raise InvalidOption(f"--views must be >= 0, got {self.views}")
+        for name in ("views", "unlabelled"):
+            if getattr(self, name) < 0:
+                raise InvalidOption(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "eval_every", "per_class", "target_per_class", "image_size"):
             if getattr(self, name) < 1:
                 raise InvalidOption(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -162,12 +179,15 @@ class DemoConfig:
 
     def quick(self) -> DemoConfig:
         """The short version (about a minute on 2 CPU cores): half the images, 60 steps per stage."""
-        return dataclasses.replace(self, per_class=20, target_per_class=80, steps=60, eval_every=60)
+        return dataclasses.replace(
+            self, per_class=20, target_per_class=80, unlabelled=self.unlabelled // 2, steps=60, eval_every=60
+        )
 
     @property
     def images(self) -> int:
-        """Every image of the world: three source domains and the held-out one, 8 classes each."""
-        return 8 * (3 * self.per_class + self.target_per_class)
+        """Every image of the world: three source domains and the held-out one, 8 classes each, and the source
+        domains' unlabelled ones."""
+        return 8 * (3 * self.per_class + self.target_per_class) + 3 * self.unlabelled
 
 
 EXPORT_FORMATS = ("onnx", "timm")

@@ -2,13 +2,17 @@
 
 Training batches are a pure function of (seed, step): which images, and the seed of each image's augmentation.
 A run resumed at step k therefore sees exactly the batches an uninterrupted run sees, whatever the workers do.
+
+Images without a class (a domain's `_unlabelled/` folder) are kept apart from the splits: they are never
+evaluated, and a step may add some of the source domains' to its batch, labelled `UNLABELLED`, for the methods
+that learn from the teacher's answer alone.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ from cache.views import ViewParams, apply_view
 from common.imaging import to_rgb
 
 HOLDOUT = 0.2
+UNLABELLED = -100  # the label of an image nobody labelled: cross-entropy's ignore_index, and no class's index
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Splits:
     test_domain: int
     splits: dict[int, tuple[list[Sample], list[Sample]]]
     holdout: int | None = None  # a source domain held out too, for leave-one-domain-out model selection
+    unlabelled: dict[int, list[Sample]] = field(default_factory=dict)  # each domain's images without a class
 
     @property
     def sources(self) -> list[int]:
@@ -65,6 +71,11 @@ class Splits:
     def train_sets(self) -> dict[int, list[Sample]]:
         """Source `in` samples with a cached teacher embedding; the target domain is never among them."""
         return {d: [s for s in self.splits[d][0] if s.key is not None] for d in self.sources}
+
+    def unlabelled_set(self) -> list[Sample]:
+        """The source domains' unlabelled images with a cached teacher embedding: never the target's, nor those of
+        a source domain held out for model selection."""
+        return [s for d in self.sources for s in self.unlabelled.get(d, []) if s.key is not None]
 
     def coverage(self) -> dict[str, dict[str, int]]:
         return {
@@ -87,17 +98,20 @@ def make_splits(
     if holdout is not None and (holdout not in domains or holdout == test_domain):
         raise InvalidOption(f"--holdout {holdout!r} must be one of {list(domains)} other than the test domain")
     by_domain: dict[int, list[Sample]] = {i: [] for i in range(len(domains))}
+    unlabelled: dict[int, list[Sample]] = {i: [] for i in range(len(domains))}
     index = {d: i for i, d in enumerate(domains)}
     views_by_key = views_by_key or {}
     for f in dataset.files:
         key = keys_by_path.get(f.path)
-        sample = Sample(f.path, f.label, index[f.domain], key, views_by_key.get(key, ()) if key else ())
-        by_domain[index[f.domain]].append(sample)
+        label = UNLABELLED if f.label is None else f.label
+        sample = Sample(f.path, label, index[f.domain], key, views_by_key.get(key, ()) if key else ())
+        (unlabelled if f.label is None else by_domain)[index[f.domain]].append(sample)
     return Splits(
         domains,
         index[test_domain],
         {d: domainbed_split(samples, trial_seed, d) for d, samples in by_domain.items()},
         index[holdout] if holdout is not None else None,
+        unlabelled,
     )
 
 
@@ -210,39 +224,47 @@ def readable_batch(items: list[tuple[torch.Tensor | None, int, int, int]]) -> Lo
     )
 
 
+@dataclass(frozen=True)
+class Group:
+    """Rows [first, first + count) of the flat sample list, of which a step draws `per_step`."""
+
+    first: int
+    count: int
+    per_step: int
+
+
 class StepBatches(Sampler):
-    """Yields, for steps start..end-1, `per_domain` (index, augmentation seed) pairs from every source domain: the
-    whole plan, or, for one of several processes, its share (`share`, every world-th pair)."""
+    """Yields, for steps start..end-1, each group's `per_step` (index, augmentation seed) pairs: the whole plan, or,
+    for one of several processes, its share (`share`, every world-th pair)."""
 
     def __init__(
         self,
-        offsets: list[tuple[int, int]],
-        per_domain: int,
+        groups: list[Group],
         seed: int,
         start: int,
         end: int,
         share: Callable[[list], list] = lambda plan: plan,
     ) -> None:
-        self.offsets, self.per_domain, self.seed, self.start, self.end = offsets, per_domain, seed, start, end
-        self.share = share
+        self.groups, self.seed, self.start, self.end, self.share = groups, seed, start, end, share
 
     def __len__(self) -> int:
         return self.end - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.end):
-            yield self.share(batch_plan(self.offsets, self.per_domain, self.seed, step))
+            yield self.share(batch_plan(self.groups, self.seed, step))
 
 
-def batch_plan(offsets: list[tuple[int, int]], per_domain: int, seed: int, step: int) -> list[tuple[int, int]]:
-    """The batch of `step`: for each source domain (its [first, first+count) rows), indices drawn with replacement
-    (as DomainBed's infinite loaders do) and one augmentation seed per image."""
+def batch_plan(groups: list[Group], seed: int, step: int) -> list[tuple[int, int]]:
+    """The batch of `step`: from each group (a source domain, then the unlabelled images if any), indices drawn
+    with replacement (as DomainBed's infinite loaders do) and one augmentation seed per image. A group added last
+    leaves the draws of those before it as they were."""
     rng = np.random.default_rng([seed, step])
     plan = []
-    for first, count in offsets:
-        picks = rng.integers(0, count, per_domain)
-        seeds = rng.integers(0, 2**31 - 1, per_domain)
-        plan += [(first + int(i), int(s)) for i, s in zip(picks, seeds, strict=True)]
+    for group in groups:
+        picks = rng.integers(0, group.count, group.per_step)
+        seeds = rng.integers(0, 2**31 - 1, group.per_step)
+        plan += [(group.first + int(i), int(s)) for i, s in zip(picks, seeds, strict=True)]
     return plan
 
 
@@ -257,17 +279,23 @@ def train_loader(
     workers: int,
     replay: Replay | None = None,
     share: Callable[[list], list] = lambda plan: plan,
+    unlabelled: list[Sample] | None = None,
+    unlabelled_per_step: int = 0,
 ) -> tuple[DataLoader, list[Sample]]:
     """The training batches of steps [start, end) (this process's `share` of each), and the flat list of samples
-    their indices point into."""
+    their indices point into: `per_domain` images of each source domain a step, then `unlabelled_per_step` of the
+    `unlabelled` images."""
     flat: list[Sample] = []
-    offsets = []
+    groups = []
     for samples in train_sets.values():
         if not samples:
             raise CacheError("a source domain has no cached training image; query more of it (`vl2v query`)")
-        offsets.append((len(flat), len(samples)))
+        groups.append(Group(len(flat), len(samples), per_domain))
         flat += samples
-    sampler = StepBatches(offsets, per_domain, seed, start, end, share)
+    if unlabelled and unlabelled_per_step:
+        groups.append(Group(len(flat), len(unlabelled), unlabelled_per_step))
+        flat += unlabelled
+    sampler = StepBatches(groups, seed, start, end, share)
     loader = DataLoader(
         ImageFiles(root, flat, transform, replay),
         batch_sampler=sampler,

@@ -51,7 +51,9 @@ def evaluate_model(
     accuracy, counts, unreadable = {}, {}, []
     for domain in dataset.domains:
         samples = [
-            Sample(f.path, label_of[dataset.classes[f.label]], 0, None) for f in dataset.files if f.domain == domain
+            Sample(f.path, label_of[dataset.classes[f.label]], 0, None)
+            for f in dataset.files
+            if f.domain == domain and f.label is not None
         ]
         correct = total = 0
         for loaded in eval_loader(dataset.root, samples, transform, batch_size, workers):

@@ -181,6 +181,7 @@ class DemoResult:
     chart: str
     seconds: float
     machine: dict = field(default_factory=dict)  # `student.environment`: what the numbers were computed on
+    unlabelled: int = 0  # unlabelled images per source domain (absent from results files before they existed)
 
     @property
     def gap_closed(self) -> dict[str, float]:

@@ -226,12 +226,14 @@ def _one_run(
     )
     coverage = splits.coverage()
     views = sum(len(s.views) for samples in splits.train_sets().values() for s in samples)
+    unlabelled = len(splits.unlabelled_set()) if method_cls.learns_unlabelled and train.unlabelled_per_step else 0
     log.info(
-        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)%s",
+        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)%s%s",
         target,
         trial,
         sum(c["with_embedding"] for c in coverage.values()),
         sum(c["in_split"] for c in coverage.values()),
+        f" and {unlabelled} unlabelled ones ({train.unlabelled_per_step} a step)" if unlabelled else "",
         f", replaying {views} augmented views the teacher embedded" if views else ", augmented at random",
     )
     train = TrainConfig(**(asdict(train) | {"seed": config.train.seed + trial}))

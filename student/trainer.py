@@ -94,11 +94,15 @@ class Trainer:
         self.config, self.run_dir, self.record_base = config, run_dir, record_base
         self.ranks = ranks
         self.on_progress = on_progress if ranks.leader else lambda p: None
-        global_batch = config.batch_size * len(splits.sources)
+        # The source domains' images without a class, for a method that learns from the teacher's answer alone.
+        used = method.learns_unlabelled and config.unlabelled_per_step > 0
+        self.unlabelled = splits.unlabelled_set() if used else []
+        extra = config.unlabelled_per_step if self.unlabelled else 0
+        global_batch = config.batch_size * len(splits.sources) + extra
         if global_batch % ranks.world:
             raise InvalidOption(
                 f"a step's {global_batch} images (--batch-size {config.batch_size} x {len(splits.sources)} source "
-                f"domains) do not split evenly over {ranks.world} processes"
+                f"domains{f' + {extra} unlabelled' if extra else ''}) do not split evenly over {ranks.world} processes"
             )
         self.unreadable: set[str] = set()  # files no loader could read, by path
         self._version = 0  # weight updates so far
@@ -187,6 +191,8 @@ class Trainer:
             workers=self.config.workers,
             replay=Replay(self.knowledge.view_params, self.method.backbone.image_size),
             share=self.ranks.share,
+            unlabelled=self.unlabelled,
+            unlabelled_per_step=self.config.unlabelled_per_step,
         )
         rows = embedding_rows(self.knowledge.index, flat)
         scaler, autocast = self._amp()

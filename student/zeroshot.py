@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 import torch
 
+from cache.data.layout import UNLABELLED
 from cache.store import CacheError, EmbeddingCache
 
 from .blocks import cosine_logits
@@ -15,7 +16,8 @@ from .results import ZeroShot
 
 
 def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> ZeroShot:
-    """Accuracy per domain of the cached images, classified by the cached prompt embeddings; no query is made."""
+    """Accuracy per domain of the cached images, classified by the cached prompt embeddings; no query is made.
+    Unlabelled images (a domain's `_unlabelled/` folder) have no class to be right about, and are not counted."""
     knowledge = TeacherKnowledge.from_cache(cache)
     classes = knowledge.class_embeddings(template_set)
     if not knowledge.index:
@@ -28,6 +30,8 @@ def zeroshot_accuracy(cache: EmbeddingCache, template_set: str = "photo") -> Zer
             continue
         for path in paths:
             domain, name = PurePosixPath(path).parts[:2]
+            if name == UNLABELLED:
+                continue
             rows[domain].append((knowledge.index[key], label[name]))
     accuracy, counts = {}, {}
     for domain in sorted(rows):

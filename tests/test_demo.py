@@ -86,6 +86,34 @@ def test_a_benchmark_for_another_world_replaces_the_files_of_the_last(tmp_path):
         write_benchmark(tmp_path, context_bias=1.5)
 
 
+def test_source_domains_hold_unlabelled_images_on_random_patterns_and_the_target_none(tmp_path):
+    folder = write_benchmark(tmp_path, per_class=2, seed=3, target="sketch", context_bias=1.0, unlabelled=16)
+    for domain in DOMAINS:
+        images = sorted((folder / domain / "_unlabelled").glob("*.png")) if domain != "sketch" else []
+        assert len(images) == (0 if domain == "sketch" else 16)
+        assert not (folder / domain / "_unlabelled").exists() or domain != "sketch"
+    # Every class in turn; each image one of the world's shapes, on a pattern that is not its class's every time
+    # (the bias is the labelled images': 100% here).
+    own = 0
+    for i, path in enumerate(sorted((folder / "photo" / "_unlabelled").glob("*.png"))):
+        label = i % len(CLASSES)
+        pixels = np.asarray(Image.open(path))
+        (pattern,) = [
+            p
+            for p in range(len(PATTERNS))
+            if np.array_equal(pixels, np.asarray(render(CLASSES[label], "photo", 3 * 100_000 + 20_000 + i, p)))
+        ]
+        own += pattern == label
+    assert own < 8, "drawn at random: about one in eight on its class's own pattern"
+    assert json.loads((folder / "world.json").read_text())["unlabelled"] == 16
+    labelled = write_benchmark(tmp_path / "b", per_class=2, seed=3, target="sketch", context_bias=1.0)
+    for domain in DOMAINS:  # the labelled images are those of the world without unlabelled ones
+        for path in sorted((labelled / domain).rglob("*.png")):
+            assert path.read_bytes() == (folder / path.relative_to(labelled)).read_bytes()
+    with pytest.raises(InvalidOption, match="unlabelled must be >= 0, and needs a target"):
+        write_benchmark(tmp_path / "c", per_class=2, unlabelled=4)
+
+
 def test_a_larger_held_out_domain_adds_images_and_keeps_the_first_ones(tmp_path):
     plain = write_benchmark(tmp_path / "a", per_class=2, seed=3, target="sketch", context_bias=0.9)
     larger = write_benchmark(tmp_path / "b", per_class=2, seed=3, target="sketch", context_bias=0.9, target_per_class=5)

@@ -55,7 +55,7 @@ def test_a_changed_default_fails_the_golden_trajectory(world_cache, recorded, tm
 def test_a_changed_loss_fails_the_golden_trajectory(world_cache, recorded, tmp_path, monkeypatch):
     # ADiP's lambda weighted 0.52 instead of 0.5 inside the loss, as a slip in blocks.image_text_distill would.
     original = adip_module.image_text_distill
-    monkeypatch.setattr(adip_module, "image_text_distill", lambda z, i, t, w: original(z, i, t, w + 0.02))
+    monkeypatch.setattr(adip_module, "image_text_distill", lambda z, i, t, y, m, w: original(z, i, t, y, m, w + 0.02))
     measured = golden.trajectory(world_cache, "adip", tmp_path / "adip")
     moved = golden.differences(recorded["trajectories"]["adip"], measured)
     assert any(line.startswith("step 1 loss") for line in moved), moved

@@ -619,7 +619,10 @@ def shortcut_table(record: dict) -> str:
         )
     if "context_bias" in record:
         views = f", {record['views']} augmented views bought of each image" if record.get("views") else ""
-        lines += ["", f"The world: {describe_bias(record['context_bias'])}{views}; {len(runs)} seeds."]
+        unlabelled = (
+            f", {record['unlabelled']} unlabelled images in each source domain" if record.get("unlabelled") else ""
+        )
+        lines += ["", f"The world: {describe_bias(record['context_bias'])}{unlabelled}{views}; {len(runs)} seeds."]
     return "\n".join([*lines, "", provenance(record)]) + "\n"
 
 

@@ -2,14 +2,14 @@
 
     python tools/shortcut_probe.py --seeds 0 1 2 --out docs/results/shortcut-sketch.json
 
-For each seed, runs `vl2v demo --seed S` (the default demo, every method, unless `--methods`, `--context-bias` or
-`--views` change it) into a temporary folder, then shows every trained student, and the demo teacher itself, fresh
-images of the source domains (shapes and styles they trained on, drawn with seeds no run has seen) three ways: on
-their own class's background pattern (what most training images look like), on a pattern drawn at random (as the
-held-out domain's images are), and on the pattern of another class (the shortcut pointing at a wrong answer). The
-drop from "own" to "another class's" is how much of a student's answer the pattern decides. Every probe image is of
-a source domain, so worlds compared by the probe are not compared on the held-out domain (whose accuracy the file
-records beside it). `tools/render_results.py` renders the table.
+For each seed, runs `vl2v demo --seed S` (the default demo, every method, unless `--methods`, `--context-bias`,
+`--unlabelled` or `--views` change it) into a temporary folder, then shows every trained student, and the demo
+teacher itself, fresh images of the source domains (shapes and styles they trained on, drawn with seeds no run has
+seen) three ways: on their own class's background pattern (what most training images look like), on a pattern drawn
+at random (as the held-out domain's images are), and on the pattern of another class (the shortcut pointing at a
+wrong answer). The drop from "own" to "another class's" is how much of a student's answer the pattern decides.
+Every probe image is of a source domain, so worlds compared by the probe are not compared on the held-out domain
+(whose accuracy the file records beside it). `tools/render_results.py` renders the table.
 """
 
 from __future__ import annotations
@@ -108,16 +108,19 @@ def main() -> None:
     parser.add_argument(
         "--context-bias", type=float, help="share of source images on their class's pattern (the demo's, if not given)"
     )
+    parser.add_argument("--unlabelled", type=int, help="unlabelled images per source domain (the demo's, if not given)")
     parser.add_argument("--views", type=int, default=0, help="augmented views bought of each image (vl2v demo --views)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     demo_args = ["--methods", args.methods] if args.methods else []
     demo_args += ["--context-bias", str(args.context_bias)] if args.context_bias is not None else []
+    demo_args += ["--unlabelled", str(args.unlabelled)] if args.unlabelled is not None else []
     demo_args += ["--views", str(args.views)]
     record = provenance("tools/shortcut_probe.py") | {
         "target": args.target,
         "per_class": PER_CLASS,
         "context_bias": DemoConfig().context_bias if args.context_bias is None else args.context_bias,
+        "unlabelled": DemoConfig().unlabelled if args.unlabelled is None else args.unlabelled,
         "views": args.views,
         "shortcut": {str(seed): probe_seed(seed, args.target, demo_args) for seed in args.seeds},
     }

@@ -2,6 +2,10 @@
 
 Layout: `<data-dir>/<Folder>/<domain>/<class>/<image>`, or `<data-dir>/<domain>/<class>/<image>` when
 `--data-dir` already names the dataset folder. Domains and classes are sorted by name, as DomainBed does.
+
+A domain may also hold images nobody labelled, in `<domain>/_unlabelled/`: the teacher's answer is all a student
+learns from them (distillation on unlabelled images, as Beyer et al., CVPR 2022, distil on images without labels).
+They are bought like the others, and never evaluated.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import world as demo_world
+from .layout import UNLABELLED
 
 log = logging.getLogger("vl2v.data")
 
@@ -194,11 +199,12 @@ def get_spec(name: str) -> DatasetSpec | None:
 
 @dataclass(frozen=True)
 class ImageFile:
-    """One file of the dataset: its path relative to the dataset root, its domain and its class."""
+    """One file of the dataset: its path relative to the dataset root, its domain and its class (None: an image
+    of the domain's `_unlabelled/` folder)."""
 
     path: str
     domain: str
-    label: int
+    label: int | None
 
 
 @dataclass(frozen=True)
@@ -235,7 +241,7 @@ def open_dataset(name: str, data_dir: Path) -> Dataset:
     root = _find_root(spec, Path(data_dir).expanduser())
     present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if spec is None:
-        domains, classes = tuple(present), tuple(sorted({c.name for d in present for c in _subdirs(root / d)}))
+        domains, classes = tuple(present), tuple(sorted({c.name for d in present for c in _class_dirs(root / d)}))
         _check_image_folder_depth(root, domains)
         if not domains or not classes:
             raise DatasetError(f"{root}: no <domain>/<class>/<image> folders; {_layout(None)}")
@@ -249,13 +255,13 @@ def open_dataset(name: str, data_dir: Path) -> Dataset:
         if missing:
             log.warning("%s: domains %s are missing from %s; using %s", name, missing, root, list(domains))
         classes = spec.classes
-        unknown = sorted({c.name for d in domains for c in _subdirs(root / d)} - set(classes))
+        unknown = sorted({c.name for d in domains for c in _class_dirs(root / d)} - set(classes))
         if unknown:
             raise DatasetError(f"{root}: class folders {unknown[:5]} are not {name} classes; {_layout(spec)}")
         prompts = tuple(spec.prompt_name(c) for c in classes)
         anchors = spec.anchor_words(spec.domains)
     files = tuple(_files(root, domains, classes))
-    if not files:
+    if not any(f.label is not None for f in files):
         raise DatasetError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}); {_layout(spec)}")
     _warn_of_empty_cells(root, files, domains, classes)
     return Dataset(name, root, domains, classes, prompts, anchors, files)
@@ -266,7 +272,7 @@ def _warn_of_empty_cells(
 ) -> None:
     """A class with no image in a domain is legal (DomainNet has some), but a student never sees it there and
     its accuracy on that domain counts it nowhere: say so, once per domain."""
-    present = {(f.domain, f.label) for f in files}
+    present = {(f.domain, f.label) for f in files if f.label is not None}
     for domain in domains:
         absent = [c for label, c in enumerate(classes) if (domain, label) not in present]
         if absent:
@@ -323,10 +329,17 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _class_dirs(domain: Path) -> list[Path]:
+    return [p for p in _subdirs(domain) if p.name != UNLABELLED]
+
+
 def _files(root: Path, domains: tuple[str, ...], classes: tuple[str, ...]) -> Iterator[ImageFile]:
+    """Every image, domain by domain: each class's, then the domain's unlabelled ones (label None)."""
     index = {c: i for i, c in enumerate(classes)}
     for domain in domains:
-        for class_dir in _subdirs(root / domain):
-            for path in sorted(class_dir.rglob("*")):
+        folders: list[tuple[Path, int | None]] = [(d, index[d.name]) for d in _class_dirs(root / domain)]
+        folders += [(root / domain / UNLABELLED, None)] if (root / domain / UNLABELLED).is_dir() else []
+        for folder, label in folders:
+            for path in sorted(folder.rglob("*")):
                 if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
-                    yield ImageFile(path.relative_to(root).as_posix(), domain, index[class_dir.name])
+                    yield ImageFile(path.relative_to(root).as_posix(), domain, label)

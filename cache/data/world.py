@@ -7,6 +7,9 @@ Backgrounds may carry one of 8 patterns (stripes, dots, rings...). The demo teac
 pattern is drawn at random, as CLIP learns from the web's variety of backgrounds; the benchmark can give each class
 its own pattern in most source images (`write_benchmark(context_bias=...)`): the context bias of real datasets,
 which an ImageNet student, drawn to texture, learns as a shortcut, and which fails it on the target domain.
+
+The bias is the labelling's: a source domain may also hold images nobody labelled (`unlabelled=...`), drawn as
+images are found, uncurated, so on a pattern drawn at random. Only the teacher says what they show.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import InvalidOption
+from .layout import UNLABELLED
 
 SIZE = 64
 CLASSES = ("arrow", "circle", "cross", "heart", "moon", "square", "star", "triangle")
@@ -237,6 +241,7 @@ def render(shape: str, style: str, seed: int, pattern: int | None = None) -> Ima
 # Seeds of the benchmark images and of the teacher's training images never overlap.
 BENCHMARK_SEEDS = range(0, 1_000_000)
 TRAINING_SEED_BASE = 10_000_000
+UNLABELLED_SEED_OFFSET = 20_000  # image numbers of the unlabelled images: beyond any labelled image of the world
 
 
 def write_benchmark(
@@ -247,6 +252,7 @@ def write_benchmark(
     target: str | None = None,
     context_bias: float | None = None,
     target_per_class: int | None = None,
+    unlabelled: int = 0,
 ) -> Path:
     """The benchmark in DomainBed layout, `root/vl2v_demo/<domain>/<class>/<i>.png`; returns the dataset folder.
 
@@ -254,6 +260,9 @@ def write_benchmark(
     the held-out domain is only ever evaluated, and a larger one measures out-of-domain accuracy more precisely
     (320 images give a standard error of about 2.5 points at 70%, 1,280 about 1.3); its first `per_class` images
     are the same either way.
+
+    Every source domain (not `target`) also gets `unlabelled` images in `<domain>/_unlabelled/`, the classes in
+    turn, each on a pattern drawn at random where the world has patterns.
 
     With `context_bias` None (the default) backgrounds are plain. With a share, every image has a patterned
     background: in every domain but `target`, a share
@@ -270,9 +279,13 @@ def write_benchmark(
     folder = root / "vl2v_demo"
     if target_per_class is not None and (target is None or target_per_class < 1):
         raise InvalidOption("target_per_class needs a target domain and must be >= 1")
+    if unlabelled < 0 or (unlabelled and target is None):
+        raise InvalidOption("unlabelled must be >= 0, and needs a target domain (which gets none)")
     world = {"per_class": per_class, "seed": seed, "target": target, "context_bias": context_bias}
     if target_per_class is not None and target_per_class != per_class:
         world["target_per_class"] = target_per_class  # absent when equal: earlier worlds stay valid
+    if unlabelled:
+        world["unlabelled"] = unlabelled  # likewise
     recorded = folder / "world.json"
     if folder.exists() and (not recorded.is_file() or json.loads(recorded.read_text()) != world):
         shutil.rmtree(folder)
@@ -286,8 +299,21 @@ def write_benchmark(
                     render(
                         shape, domain, seed * 100_000 + i, _pattern(context_bias, target, domain, label, seed, i)
                     ).save(path)
+        if domain != target and unlabelled:
+            _write_unlabelled(folder / domain / UNLABELLED, domain, unlabelled, seed, context_bias)
     recorded.write_text(json.dumps(world))
     return folder
+
+
+def _write_unlabelled(folder: Path, domain: str, count: int, seed: int, context_bias: float | None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = folder / f"{i:04d}.png"
+        if not path.exists():
+            rng = random.Random(f"unlabelled:{seed}:{domain}:{i}")
+            pattern = None if context_bias is None else rng.randrange(len(PATTERNS))
+            shape = CLASSES[i % len(CLASSES)]
+            render(shape, domain, seed * 100_000 + UNLABELLED_SEED_OFFSET + i, pattern).save(path)
 
 
 def describe_bias(context_bias: float | None) -> str:

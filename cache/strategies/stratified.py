@@ -15,9 +15,10 @@ from ..data.datasets import ImageFile
 
 
 def cells_of(files: list[ImageFile]) -> dict[tuple[str, int], list[ImageFile]]:
+    """The domain x class cells; a domain's images without a class are one more cell, its class -1."""
     cells: dict[tuple[str, int], list[ImageFile]] = defaultdict(list)
     for f in files:
-        cells[(f.domain, f.label)].append(f)
+        cells[(f.domain, -1 if f.label is None else f.label)].append(f)
     return cells
 
 

@@ -38,7 +38,8 @@ def probe_scores(
     Args:
         bought: content key -> the teacher's image embedding, for the images bought so far.
         classes: (C, D) the teacher's class prompt embeddings, unit-norm.
-        labels: content key -> the file's class index (for `disagreement`).
+        labels: content key -> the file's class index (for `disagreement`; an image without one, from a domain's
+            `_unlabelled/` folder, is scored by the probe's least confidence instead).
     """
     if acquire not in ACQUISITIONS:
         raise InvalidOption(f"--acquire {acquire!r} is not one of {list(ACQUISITIONS)}")
@@ -60,7 +61,9 @@ def probe_scores(
     if acquire == "entropy":
         score = -(p * np.log(np.clip(p, 1e-12, 1))).sum(1)
     else:
-        score = 1 - p[np.arange(len(rest)), [labels[k] for k in rest]]
+        named = [labels.get(k) for k in rest]
+        picked = [int(p[i].argmax()) if label is None else label for i, label in enumerate(named)]
+        score = 1 - p[np.arange(len(rest)), picked]
     return dict(zip(rest, score.tolist(), strict=True))
 
 

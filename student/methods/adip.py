@@ -48,7 +48,12 @@ class ADiP(Method[AdipHparams]):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z = self.projector(self.backbone(batch["images"]))
         return image_text_distill(
-            z, self.teacher_image(batch), self.text.classes[batch["labels"]], self.hparams.distill_weight
+            z,
+            self.teacher_image(batch),
+            self.text.classes,
+            batch["labels"],
+            self.labelled(batch),
+            self.hparams.distill_weight,
         )
 
     def predict(self, images: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from cache.errors import InvalidOption
 
 from ..blocks import TextHead, cosine_logits
+from ..data import UNLABELLED
 from ..knowledge import TeacherKnowledge
 from ..models import Backbone, timm_student
 
@@ -165,12 +166,14 @@ class Method(nn.Module, Generic[H]):
 
     Subclasses (`class KD(Method[KDHparams])`) set `name`, `Hparams` and `template_set`, build their heads in
     `__init__`, and implement `loss` and `predict`. Teacher tensors arrive in the batch as `teacher_*` and carry no
-    gradient.
+    gradient. A batch may hold images nobody labelled (label `UNLABELLED`, see `labelled`): a term that needs the
+    label counts only the labelled ones, a term that needs only the teacher counts them all.
     """
 
     name: ClassVar[str]
     Hparams: ClassVar[type[Hparams]]
     template_set: ClassVar[str] = "photo"
+    learns_unlabelled: ClassVar[bool] = True  # False: the method has no term an unlabelled image can teach (ERM)
 
     def __init__(self, backbone: Backbone, knowledge: TeacherKnowledge, hparams: H, context: Context) -> None:
         super().__init__()
@@ -210,6 +213,11 @@ class Method(nn.Module, Generic[H]):
     def phase(self, step: int, steps: int) -> str | None:
         """What a stage's step does where one stage has phases (SCMD's hard samples); None where it has none."""
         return None
+
+    @staticmethod
+    def labelled(batch: dict[str, Tensor]) -> Tensor:
+        """(B,) bool: which images of the batch have a class."""
+        return batch["labels"] != UNLABELLED
 
     @staticmethod
     def teacher_image(batch: dict[str, Tensor]) -> Tensor:

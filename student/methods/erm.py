@@ -19,6 +19,7 @@ class ErmHparams(Hparams):
 @register_method("erm")
 class ERM(Method[ErmHparams]):
     Hparams = ErmHparams
+    learns_unlabelled = False  # cross-entropy alone: an image without a class teaches it nothing
 
     def __init__(self, backbone, knowledge, hparams, context) -> None:
         super().__init__(backbone, knowledge, hparams, context)

@@ -39,7 +39,7 @@ class KD(Method[KdHparams]):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.head(self.backbone(batch["images"]))
-        ce = F.cross_entropy(logits, batch["labels"])
+        ce = F.cross_entropy(logits, batch["labels"])  # UNLABELLED is its ignore_index: the labelled images
         kd = kd_loss(self.teacher_logits(self.teacher_image(batch)), logits, self.hparams.temperature)
         return {"loss": ce + self.hparams.kd_weight * kd, "ce": ce, "kd": kd}
 

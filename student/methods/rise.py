@@ -76,13 +76,14 @@ class RISE(Method[RiseHparams]):
         self.register_buffer("anchors", F.normalize(knowledge.anchor_embeddings(list(context.anchors)), dim=-1))
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        labels = batch["labels"]
+        labels, labelled = batch["labels"], self.labelled(batch)
         e = self.embed(self.backbone(batch["images"]))
         logits = self.head(e)
-        ce = F.cross_entropy(logits, labels)
+        ce = F.cross_entropy(logits, labels)  # UNLABELLED is its ignore_index: the labelled images
         kd = kd_loss(self.teacher_logits(self.teacher_image(batch)), logits, self.hparams.temperature)
-        absolute = cosine_distill(e, self.text.classes[labels])
-        relative = self.relative_distance(e, labels)
+        # The distances are to the class's text: the labelled images'.
+        absolute = cosine_distill(e[labelled], self.text.classes[labels[labelled]])
+        relative = self.relative_distance(e[labelled], labels[labelled])
         total = self.kd_weight * kd + self.ce_weight * ce + self.hparams.distance_weight * (absolute + relative)
         return {"loss": total, "ce": ce, "kd": kd, "absolute_distance": absolute, "relative_distance": relative}
 

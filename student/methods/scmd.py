@@ -3,7 +3,8 @@
 For the first 75% of steps only the 20% of each batch with the highest cross-entropy (computed without gradient)
 is trained on; then the full batch. Loss: CE + 0.5 KD(z_t, z_s) + 0.5 KD(z_t, z_cm), T = 3, where
 z_cm = s * cos(P f(x), t_c) with a learnable scale s (init 1/0.07, clamped to [1, 100], its own lr 1e-4).
-Weights are SMA-averaged from step 300; prediction uses the linear head.
+Weights are SMA-averaged from step 300; prediction uses the linear head. An image without a class is as hard as
+its cross-entropy against the teacher's most likely class, and trains the two KD terms alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..blocks import cosine_logits, kd_loss, projector
+from ..data import UNLABELLED
 from . import register_method
 from .base import Choice, Hparams, Method, Space, Stage, Uniform, _check
 
@@ -58,7 +60,8 @@ class SCMD(Method[ScmdHparams]):
         self.log_scale = nn.Parameter(torch.tensor(math.log(hparams.init_scale)))
 
     def select_hard(self, images: Tensor, labels: Tensor) -> Tensor:
-        """Indices of the `hard_fraction` of the batch with the highest cross-entropy, found without gradient."""
+        """Indices of the `hard_fraction` of the batch with the highest cross-entropy against `labels` (for an
+        unlabelled image, the teacher's most likely class), found without gradient."""
         with torch.no_grad():
             losses = F.cross_entropy(self.head(self.backbone(images)), labels, reduction="none")
         keep = max(1, math.ceil(self.hparams.hard_fraction * len(labels)))
@@ -67,14 +70,16 @@ class SCMD(Method[ScmdHparams]):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images, labels, teacher = batch["images"], batch["labels"], self.teacher_image(batch)
         if float(batch["progress"]) < self.hparams.hard_until:
-            kept = self.select_hard(images, labels)
+            named = torch.where(self.labelled(batch), labels, self.teacher_logits(teacher).argmax(1))
+            kept = self.select_hard(images, named)
             images, labels, teacher = images[kept], labels[kept], teacher[kept]
         features = self.backbone(images)
         logits = self.head(features)
         scale = self.log_scale.clamp(0, math.log(self.hparams.max_scale)).exp()
         cross_modal = cosine_logits(self.projector(features), self.text.classes, scale)
         target = self.teacher_logits(teacher)
-        ce = F.cross_entropy(logits, labels)
+        # UNLABELLED is cross-entropy's ignore_index; a selection of unlabelled images alone has no CE term.
+        ce = F.cross_entropy(logits, labels) if bool((labels != UNLABELLED).any()) else logits.new_zeros(())
         kd = kd_loss(target, logits, self.hparams.temperature)
         kd_cm = kd_loss(target, cross_modal, self.hparams.temperature)
         total = ce + self.hparams.kd_weight * kd + self.hparams.cross_modal_weight * kd_cm

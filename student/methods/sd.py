@@ -46,7 +46,12 @@ class SD(Method[SdHparams]):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         z = self.backbone(batch["images"])
         return image_text_distill(
-            z, self.teacher_image(batch), self.text.classes[batch["labels"]], self.hparams.distill_weight
+            z,
+            self.teacher_image(batch),
+            self.text.classes,
+            batch["labels"],
+            self.labelled(batch),
+            self.hparams.distill_weight,
         )
 
     def predict(self, images: Tensor) -> Tensor:

@@ -80,6 +80,20 @@ def test_uneven_imagefolder_is_legal(pacs_mini, tmp_path):
     assert sum(f.domain == "night" for f in dataset.files) == 40
 
 
+def test_a_domains_unlabelled_folder_holds_images_without_a_class(pacs_mini, tmp_path):
+    shutil.copytree(pacs_mini / "photo" / "dog", tmp_path / "PACS" / "photo" / "dog")
+    shutil.copytree(pacs_mini / "photo" / "horse", tmp_path / "PACS" / "photo" / "_unlabelled")
+    for name in ("pacs", "imagefolder"):  # a registered dataset, and any image folder
+        dataset = open_dataset(name, tmp_path / "PACS")
+        assert "_unlabelled" not in dataset.classes
+        unlabelled = [f for f in dataset.files if f.label is None]
+        assert len(unlabelled) == 40 and all(f.path.startswith("photo/_unlabelled/") for f in unlabelled)
+        assert {f.label for f in dataset.files if f not in unlabelled} == {dataset.classes.index("dog")}
+    (tmp_path / "PACS" / "photo" / "dog").rename(tmp_path / "elsewhere")
+    with pytest.raises(DatasetError, match="no images"):
+        open_dataset("pacs", tmp_path / "PACS")  # unlabelled images alone train nothing
+
+
 @pytest.mark.parametrize(
     ("setup", "fragment"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,3 +286,49 @@ def test_unknown_targets_and_bad_values_are_one_line_errors(pacs_cache, tmp_path
     )
     assert code == ERROR and "unknown timm model 'resnet5o'" in output
     assert set(method_names()) >= {"erm", "sd"}
+
+
+@pytest.fixture(scope="module")
+def unlabelled_cache(tmp_path_factory, tiny_checkpoint, pacs_mini) -> Path:
+    """pacs-mini with every domain's horses moved to its `_unlabelled/` folder, bought whole."""
+    from .conftest import bought_cache
+
+    root = tmp_path_factory.mktemp("unlabelled")
+    shutil.copytree(pacs_mini, root / "PACS")
+    for domain in (root / "PACS").iterdir():
+        (domain / "horse").rename(domain / "_unlabelled")
+    return bought_cache(root, tiny_checkpoint, root / "PACS")
+
+
+def test_unlabelled_images_train_the_methods_with_a_teacher_term_from_the_source_domains_only(
+    unlabelled_cache, tmp_path, monkeypatch
+):
+    shown: list[tuple[str, int]] = []  # (domain, label) of every training image
+    original = student_data.ImageFiles.__getitem__
+
+    def spy(self, index):
+        loaded = original(self, index)
+        if isinstance(index, tuple):
+            shown.append((self.samples[index[0]].path.split("/")[0], loaded[1]))
+        return loaded
+
+    monkeypatch.setattr(student_data.ImageFiles, "__getitem__", spy)
+
+    def trained(method: str, **train) -> list[tuple[str, int]]:
+        shown.clear()
+        config = tiny_config(unlabelled_cache, tmp_path / method / str(train), method, "cartoon", eval_every=4, **train)
+        assert distill(dataclasses.replace(config, holdout="photo")) is not None
+        return list(shown)
+
+    kd = trained("kd", steps=4, batch_size=4, unlabelled_batch=6)
+    unlabelled = [domain for domain, label in kd if label == student_data.UNLABELLED]
+    assert len(unlabelled) == 4 * 6 and len(kd) == 4 * (2 * 4 + 6), "6 a step beside 4 of each training domain"
+    assert set(unlabelled) == {"art_painting", "sketch"}, "never the target's, nor the held-out source's"
+    assert all(label == student_data.UNLABELLED for domain, label in kd[8:14]), "drawn after the labelled ones"
+    erm = trained("erm", steps=4, batch_size=4, unlabelled_batch=6)
+    assert len(erm) == 4 * 2 * 4 and all(label != student_data.UNLABELLED for _, label in erm)
+    assert [d for d, _ in trained("kd", steps=4, batch_size=4)].count("sketch") > 4 * 4, "by default: --batch-size"
+    none = trained("kd", steps=4, batch_size=4, unlabelled_batch=0)
+    assert all(label != student_data.UNLABELLED for _, label in none)
+    code, output = run_cli("zeroshot", "--cache", str(unlabelled_cache), "--json")
+    assert code == 0 and json.loads(output)["images"]["photo"] == 240, "an image without a class is not scored"

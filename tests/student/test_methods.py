@@ -11,6 +11,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from cache.data.prompts import all_prompts
+from student.data import UNLABELLED
 from student.knowledge import TeacherKnowledge
 from student.methods import get_method, method_names
 from student.methods.base import Context
@@ -150,6 +151,40 @@ def test_scmd_full_batch_loss_matches_the_formula():
     expected = F.cross_entropy(b["images"], b["labels"]) + 0.5 * kd(zt, b["images"], 3.0) + 0.5 * kd(zt, z_cm, 3.0)
     assert_close(m.loss(b)["loss"], expected)
     assert_close(m.log_scale.detach(), torch.tensor(math.log(1 / 0.07)))
+
+
+LABEL_TERMS = {"ce", "text_distill", "absolute_distance", "relative_distance"}
+TEACHER_TERMS = {"kd", "kd_cross_modal", "image_distill"}
+
+
+@pytest.mark.parametrize("name", ["kd", "rise", "scmd", "adip", "sd"])
+def test_an_unlabelled_image_teaches_a_method_through_its_teacher_terms_only(name):
+    m, b = build(name), batch(progress=0.9, n=8)
+    hidden = b | {"labels": torch.where(torch.arange(8) < 4, b["labels"], UNLABELLED)}  # the last 4: no class
+    first_four = b | {k: b[k][:4] for k in ("images", "labels", "teacher_image")}
+    mixed, labelled, first = m.loss(hidden), m.loss(b), m.loss(first_four)
+    assert set(mixed) & LABEL_TERMS and set(mixed) & TEACHER_TERMS
+    for term in set(mixed) & LABEL_TERMS:  # as if the unlabelled images were not in the batch
+        assert_close(mixed[term], first[term], msg=term)
+    for term in set(mixed) & TEACHER_TERMS:  # as if their classes were known: the teacher's term needs none
+        assert_close(mixed[term], labelled[term], msg=term)
+    assert get_method(name).learns_unlabelled
+
+
+def test_erm_is_the_one_method_an_unlabelled_image_cannot_teach():
+    assert [name for name in method_names() if not get_method(name).learns_unlabelled] == ["erm"]
+
+
+def test_scmd_ranks_an_unlabelled_image_by_the_teachers_most_likely_class():
+    m = build("scmd")
+    g = torch.Generator().manual_seed(3)
+    images, teacher = torch.randn(10, D, generator=g), F.normalize(torch.randn(10, D, generator=g), dim=1)
+    unlabelled = torch.full((10,), UNLABELLED)
+    parts = m.loss({"images": images, "labels": unlabelled, "teacher_image": teacher, "progress": torch.tensor(0.5)})
+    assert float(parts["kept"]) == 2 and float(parts["ce"]) == 0 and torch.isfinite(parts["loss"])
+    named = m.teacher_logits(teacher).argmax(1)
+    hardest = F.cross_entropy(images, named, reduction="none").argsort(descending=True)[:2]
+    assert set(m.select_hard(images, named).tolist()) == set(hardest.tolist())
 
 
 @pytest.mark.parametrize("name", ["erm", "kd", "rise", "scmd", "adip", "sd"])
