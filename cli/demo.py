@@ -48,7 +48,7 @@ def demo(
     per_class: Annotated[int, typer.Option(help=_H("per_class"))] = _D.per_class,
     target_per_class: Annotated[int, typer.Option(help=_H("target_per_class"))] = _D.target_per_class,
     context_bias: Annotated[str, typer.Option(metavar="SHARE", help=_H("context_bias"))] = str(_D.context_bias),
-    unlabelled: Annotated[int, typer.Option(metavar="N", help=_H("unlabelled"))] = _D.unlabelled,
+    unlabelled: Annotated[int | None, typer.Option(metavar="N", help=_H("unlabelled"))] = _D.unlabelled,
     views: Annotated[int, typer.Option(metavar="K", help=_H("views"))] = _D.views,
     budget: Annotated[int | None, typer.Option(help=_H("budget"))] = _D.budget,
     seed: Annotated[int, typer.Option(help=_H("seed"))] = _D.seed,

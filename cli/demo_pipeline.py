@@ -78,10 +78,11 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     _forget_another_world(out, config)
     bias = "" if config.context_bias is None else f", {describe_bias(config.context_bias)}"
-    unlabelled = f", and {config.unlabelled} unlabelled images in each source domain" if config.unlabelled else ""
+    unlabelled = config.unlabelled_images
+    unlabelled_words = f", and {unlabelled} unlabelled images in each source domain" if unlabelled else ""
     on_event(
         f"generating the world: {len(DOMAINS)} domains x 8 classes x {config.per_class} images "
-        f"({config.target_per_class} in the held-out {config.target}){bias}{unlabelled}"
+        f"({config.target_per_class} in the held-out {config.target}){bias}{unlabelled_words}"
     )
     data = write_benchmark(
         out / "data",
@@ -90,7 +91,7 @@ def run_demo(
         target=config.target,
         context_bias=config.context_bias,
         target_per_class=config.target_per_class,
-        unlabelled=config.unlabelled,
+        unlabelled=unlabelled,
     )
     key = f"sk-demo-{secrets.token_hex(12)}"  # a throwaway key, valid for this run only
     on_event("starting the demo teacher (vl2v serve --model demo)")
@@ -139,7 +140,7 @@ def run_demo(
         context_bias=config.context_bias,
         views=config.views,
         seed=config.seed,
-        unlabelled=config.unlabelled,
+        unlabelled=config.unlabelled_images,
         out=str(out),
         chart=str(out / "demo.png"),
         seconds=round(time.monotonic() - started, 1),
@@ -183,7 +184,7 @@ def _forget_another_world(out: Path, config: DemoConfig) -> None:
         "seed": config.seed,
         "target": config.target,
         "bias": config.context_bias,
-        "unlabelled": config.unlabelled,
+        "unlabelled": config.unlabelled_images,
     }
     recorded = out / "world.json"
     if recorded.is_file() and json.loads(recorded.read_text()) != world:

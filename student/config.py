@@ -147,7 +147,13 @@ class DemoConfig:
     )
     # Images of the source domains nobody labelled, on backgrounds drawn at random (the bias is the labelling's):
     # only the teacher says what they show, so ERM cannot use them and every other method learns from its answer.
-    unlabelled: int = documented("unlabelled images per source domain, which only the teacher labels", 0)
+    # By default as many as each source domain's labelled images: a rule on source-domain images chose them
+    # (docs/demo.md, "Images only the teacher labels").
+    unlabelled: int | None = documented(
+        "unlabelled images per source domain, which only the teacher labels (none given: 8 x per_class, as many "
+        "as its labelled ones; 0: none)",
+        None,
+    )
     views: int = documented(
         "augmented views bought of each image; the students replay one of them (0: the clean image)", 0
     )
@@ -166,9 +172,10 @@ class DemoConfig:
             raise InvalidOption(f"--target {self.target!r} is not one of {list(DOMAINS)}")
         for name in self.methods:
             check_method_name(name)
-        for name in ("views", "unlabelled"):
-            if getattr(self, name) < 0:
-                raise InvalidOption(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.views < 0:
+            raise InvalidOption(f"--views must be >= 0, got {self.views}")
+        if self.unlabelled is not None and self.unlabelled < 0:
+            raise InvalidOption(f"--unlabelled must be >= 0, got {self.unlabelled}")
         for name in ("steps", "batch_size", "eval_every", "per_class", "target_per_class", "image_size"):
             if getattr(self, name) < 1:
                 raise InvalidOption(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -179,15 +186,18 @@ class DemoConfig:
 
     def quick(self) -> DemoConfig:
         """The short version (about a minute on 2 CPU cores): half the images, 60 steps per stage."""
-        return dataclasses.replace(
-            self, per_class=20, target_per_class=80, unlabelled=self.unlabelled // 2, steps=60, eval_every=60
-        )
+        return dataclasses.replace(self, per_class=20, target_per_class=80, steps=60, eval_every=60)
 
     @property
     def images(self) -> int:
         """Every image of the world: three source domains and the held-out one, 8 classes each, and the source
         domains' unlabelled ones."""
-        return 8 * (3 * self.per_class + self.target_per_class) + 3 * self.unlabelled
+        return 8 * (3 * self.per_class + self.target_per_class) + 3 * self.unlabelled_images
+
+    @property
+    def unlabelled_images(self) -> int:
+        """Unlabelled images per source domain: as many as its labelled ones unless `unlabelled` says."""
+        return 8 * self.per_class if self.unlabelled is None else self.unlabelled
 
 
 EXPORT_FORMATS = ("onnx", "timm")

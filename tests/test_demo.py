@@ -302,7 +302,9 @@ def test_a_short_demo_runs_end_to_end_and_prints_the_table(tmp_path):
     assert set(summary["teacher_zeroshot"]) == set(DOMAINS)
     assert set(summary["methods"]) == {"erm", "kd", "rise", "scmd", "adip"}
     assert all(0 <= r[k] <= 1 for r in summary["methods"].values() for k in ("id_acc", "ood_acc"))
-    assert summary["images_paid"] == (3 * 6 + 10) * len(CLASSES), "every image of the world, the larger target too"
+    world = (3 * 6 + 10) * len(CLASSES) + 3 * 6 * len(CLASSES)  # and as many unlabelled as labelled in each source
+    assert summary["images_paid"] == world, "every image of the world, the larger target and the unlabelled ones too"
+    assert summary["unlabelled"] == 6 * len(CLASSES)
     assert summary["machine"]["torch"] == torch.__version__ and summary["machine"]["torch_threads"] >= 1
     assert Image.open(tmp_path / "demo.png").size[0] > 100
     assert (tmp_path / "runs" / "adip" / "sketch" / "trial_0" / "model.safetensors").is_file()

@@ -123,6 +123,11 @@ def test_the_same_seeds_measured_twice_render_side_by_side_with_how_far_they_mov
     assert "with OMP_NUM_THREADS=1. The same seed moved by 2.0 points on average and 4.0 at most" in text
     assert "changed in 1 of 2 (seed, method) pairs" in text, "seed 1: ADiP above ERM, then below"
     assert "2 threads, OMP_NUM_THREADS=1, torch" in text
+    other_world = record([0.62, 0.74], [0.66, 0.71])
+    other_world["seeds"]["1"]["unlabelled"] = 320  # the same seed, drawn with unlabelled images this time
+    (tmp_path / "docs" / "b.json").write_text(json.dumps(other_world))
+    with pytest.raises(SystemExit, match=r"seed 1 was measured on two worlds .*'unlabelled': 0.*'unlabelled': 320"):
+        module.render("<!-- results docs/a.json vs docs/b.json -->\nstale\n<!-- end results -->\n")
 
 
 def test_a_shortcut_probe_renders_each_models_accuracy_by_background_and_the_drop(tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ MEASURED_FROM = {
     ),
     "docs/results/demo-quick-painting.json": ("docs/results/demo-quick-painting-1thread.json",),
 }  # fmt: skip
+WORLD = ("context_bias", "unlabelled", "views", "steps")  # what makes one seed's demo the same run twice
 NAMES = {"erm": "ERM", "kd": "KD", "rise": "RISE", "scmd": "SCMD", "adip": "VL2V-ADiP", "sd": "VL2V-SD"}
 
 
@@ -423,6 +424,12 @@ def moves(record: dict, other: dict) -> tuple[list[float], int]:
     apart = []
     flips = 0
     for seed in (s for s in record["seeds"] if s in other["seeds"]):
+        worlds = [{key: run["seeds"][seed].get(key, 0) for key in WORLD} for run in (record, other)]
+        # A file from before unlabelled images existed says nothing of them: 0.
+        if worlds[0] != worlds[1]:
+            raise SystemExit(
+                f"seed {seed} was measured on two worlds ({worlds[0]} and {worlds[1]}): measure both again"
+            )
         a, b = record["seeds"][seed]["methods"], other["seeds"][seed]["methods"]
         for m in a:
             apart.append(abs(100 * a[m]["ood_acc"] - 100 * b[m]["ood_acc"]))

@@ -120,7 +120,7 @@ def main() -> None:
         "target": args.target,
         "per_class": PER_CLASS,
         "context_bias": DemoConfig().context_bias if args.context_bias is None else args.context_bias,
-        "unlabelled": DemoConfig().unlabelled if args.unlabelled is None else args.unlabelled,
+        "unlabelled": DemoConfig(unlabelled=args.unlabelled).unlabelled_images,
         "views": args.views,
         "shortcut": {str(seed): probe_seed(seed, args.target, demo_args) for seed in args.seeds},
     }
