@@ -23,7 +23,8 @@ def export_npz(cache: EmbeddingCache, out: Path, *, overwrite: bool = False) -> 
     The file appears whole or not at all: it is written beside `out` and renamed into place.
 
     Arrays: `image_embeddings` (N, D) float32, `image_keys`, `paths`, `domains`, `labels` (index into
-    `class_names`), `class_names`, `domain_names`, `prompts`, `text_embeddings` (P, D), and `teacher` (JSON).
+    `class_names`; -1 for an image of a domain's `_unlabelled/` folder), `class_names`, `domain_names`, `prompts`,
+    `text_embeddings` (P, D), and `teacher` (JSON).
     """
     dataset = cache.dataset or {}
     classes = list(dataset.get("classes", []))

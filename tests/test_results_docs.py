@@ -219,7 +219,7 @@ def test_a_budget_study_renders_its_table_its_goals_and_its_chart(tmp_path, monk
 
 def _demo_record(erm: list[float], kd: list[float], quick: bool = False, target: str = "sketch") -> dict:
     seeds = {
-        str(i): {"methods": {"erm": {"ood_acc": e}, "kd": {"ood_acc": k}}}
+        str(i): {"teacher_zeroshot": {target: 0.9}, "methods": {"erm": {"ood_acc": e}, "kd": {"ood_acc": k}}}
         for i, (e, k) in enumerate(zip(erm, kd, strict=True))
     }
     return {"command": "python tools/measure_demo.py", "measured": "2026-12-03", "commit": "d" * 40,
@@ -235,10 +235,12 @@ def test_results_of_several_paths_pool_into_one_paired_difference_over_every_run
     monkeypatch.setattr(module, "REPO", tmp_path)
     lines = module.render("<!-- results docs/a.json + docs/b.json -->\nstale\n<!-- end results -->\n").splitlines()
     assert lines[1] == (
-        "| method | OOD − ERM, paired, every run | above ERM | beyond two s.e. | default, sketch | quick, painting |"
+        "| method | OOD − ERM, paired, every run | above ERM | beyond two s.e. | gap closed, every run | "
+        "default, sketch | quick, painting |"
     )
-    # differences 2, 4, -1, 5 points: mean 2.5, standard deviation 2.65, standard error 1.3 (2.5 < 2 x 1.3)
-    assert lines[3] == "| KD | 2.5 ± 1.3 | 3 of 4 runs | no | +3.0 | +2.0 |"
+    # differences 2, 4, -1, 5 points: mean 2.5, standard deviation 2.65, standard error 1.3 (2.5 < 2 x 1.3); the
+    # teacher 90 against ERM's 60, 70, 50, 50: a mean gap of 32.5 points, of which 2.5 is 8%
+    assert lines[3] == "| KD | 2.5 ± 1.3 | 3 of 4 runs | no | 8% | +3.0 | +2.0 |"
 
 
 def test_a_seed_split_sets_the_spread_of_training_seeds_beside_the_spread_of_demo_seeds(tmp_path, monkeypatch):

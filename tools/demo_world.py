@@ -42,7 +42,8 @@ def bought_world(seed: int, demo: DemoConfig) -> Iterator[World]:
             sys.executable, "-m", "cli", "demo", "--seed", str(seed), "--target", demo.target,
             "--methods", ",".join(demo.methods), "--out", folder, "--json",
             "--per-class", str(demo.per_class), "--target-per-class", str(demo.target_per_class),
-            "--context-bias", bias, "--views", str(demo.views), "--steps", str(demo.steps),
+            "--context-bias", bias, "--unlabelled", str(demo.unlabelled_images), "--views", str(demo.views),
+            "--steps", str(demo.steps),
             "--eval-every", str(demo.eval_every), "--batch-size", str(demo.batch_size),
         ]  # fmt: skip
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

@@ -113,12 +113,20 @@ def demo_table(record: dict) -> str:
 
 def pooled_table(records: list[dict]) -> str:
     """Several demo results pooled: each method's paired OOD difference to ERM over every (path, seed) run, how
-    many runs it is above ERM on, and its mean on each path."""
+    many runs it is above ERM on, the share of the ERM-to-teacher gap it closes over every run (its mean difference
+    over the mean gap), and its mean difference on each path."""
     paths = [f"{'quick' if r['quick'] else 'default'}, {r['target']}" for r in records]
     methods = [m for m in next(iter(records[0]["seeds"].values()))["methods"] if m != "erm"]
     lines = [
-        "| method | OOD − ERM, paired, every run | above ERM | beyond two s.e. | " + " | ".join(paths) + " |",
-        "|---|---|---|---|" + "---|" * len(paths),
+        "| method | OOD − ERM, paired, every run | above ERM | beyond two s.e. | gap closed, every run | "
+        + " | ".join(paths)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(paths),
+    ]
+    gaps = [
+        run["teacher_zeroshot"][r["target"]] - run["methods"]["erm"]["ood_acc"]
+        for r in records
+        for run in r["seeds"].values()
     ]
     for m in methods:
         per_path = [
@@ -129,8 +137,10 @@ def pooled_table(records: list[dict]) -> str:
         cells = [f"{100 * statistics.fmean(differences):+.1f}" for differences in per_path]
         mean, se = statistics.fmean(every), standard_error(every)
         beyond = "above" if mean > 2 * se else "below" if mean < -2 * se else "no"
+        closed = f"{mean / statistics.fmean(gaps):.0%}"
         lines.append(
             f"| {NAMES.get(m, m)} | {mean_se(every)} | {sum(d > 0 for d in every)} of {len(every)} runs | {beyond} | "
+            + f"{closed} | "
             + " | ".join(cells)
             + " |"
         )
@@ -349,6 +359,7 @@ def seed_split_table(record: dict, demo: dict | None) -> str:
     images = f", {record['per_class']} images per class and source domain" if "per_class" in record else ""
     images += f", {record['steps']} steps per stage" if "steps" in record else ""
     images += f", {describe_bias(record['context_bias'])}" if "context_bias" in record else ""
+    images += f", {record['unlabelled']} unlabelled images in each source domain" if record.get("unlabelled") else ""
     lines += [
         "",
         "| standard deviation of the OOD accuracy (points) | " + " | ".join(names) + " |",

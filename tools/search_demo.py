@@ -101,6 +101,7 @@ def main() -> None:
         "target": args.target,
         "method": args.method,
         "select": args.select,
+        "unlabelled": demo.unlabelled_images,  # the worlds' unlabelled images per source domain
         "search": points,
         "chosen": chosen(points),
     }

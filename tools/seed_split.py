@@ -64,6 +64,7 @@ def main() -> None:
         "per_class": demo.per_class,
         "steps": demo.steps,
         "context_bias": demo.context_bias,
+        "unlabelled": demo.unlabelled_images,
         "worlds": {str(w): split_world(w, args.train_seeds, demo) for w in args.worlds},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
