@@ -225,17 +225,6 @@ def _one_run(
         holdout=config.holdout,
     )
     coverage = splits.coverage()
-    views = sum(len(s.views) for samples in splits.train_sets().values() for s in samples)
-    unlabelled = len(splits.unlabelled_set()) if method_cls.learns_unlabelled and train.unlabelled_per_step else 0
-    log.info(
-        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)%s%s",
-        target,
-        trial,
-        sum(c["with_embedding"] for c in coverage.values()),
-        sum(c["in_split"] for c in coverage.values()),
-        f" and {unlabelled} unlabelled ones ({train.unlabelled_per_step} a step)" if unlabelled else "",
-        f", replaying {views} augmented views the teacher embedded" if views else ", augmented at random",
-    )
     train = TrainConfig(**(asdict(train) | {"seed": config.train.seed + trial}))
     torch.manual_seed(train.seed)  # the student's initial weights (random heads, --no-pretrained backbones)
     backbone = method_cls.build_backbone(
@@ -275,6 +264,17 @@ def _one_run(
         record_base,
         on_progress=lambda p: on_progress(f"{config.method} {target}/trial_{trial}", p),
         ranks=ranks,
+    )
+    views = sum(len(s.views) for samples in splits.train_sets().values() for s in samples)
+    unlabelled = len(trainer.unlabelled)  # those the trainer draws from: none for ERM or --unlabelled-batch 0
+    log.info(
+        "target %s, trial %d: training on %s cached images (of %s in the source `in` splits)%s%s",
+        target,
+        trial,
+        sum(c["with_embedding"] for c in coverage.values()),
+        sum(c["in_split"] for c in coverage.values()),
+        f" and {unlabelled} unlabelled ones ({train.unlabelled_per_step} a step)" if unlabelled else "",
+        f", replaying {views} augmented views the teacher embedded" if views else ", augmented at random",
     )
     final = trainer.fit(resume=config.resume)
     if final is None:  # not rank 0: rank 0 writes the student and reports
